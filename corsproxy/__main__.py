@@ -1,0 +1,5 @@
+"""``python -m corsproxy``."""
+
+from corsproxy.cli import main
+
+raise SystemExit(main())

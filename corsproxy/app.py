@@ -1,0 +1,195 @@
+"""The aiohttp application: one handler that follows the request flow of the design.
+
+route match ─► classify ─► policy decision ─► preflight answered here
+                                           └► actual request forwarded, streamed back
+and before any response is prepared: upstream Access-Control-* dropped, ours added,
+Vary appended.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from corsproxy.config import Config
+from corsproxy.cors_headers import PREFLIGHT_VARY_TOKENS, VARY_ORIGIN, add_cors_headers
+from corsproxy.policy import NO_ORIGIN, Decision, Policy
+from corsproxy.routing import Router
+from corsproxy.upstream import (
+    UpstreamFailure,
+    create_session,
+    open_upstream,
+    response_headers,
+    stream_response,
+)
+from corsproxy.version import __version__
+
+log = logging.getLogger("corsproxy")
+
+OWN_PREFIX = "/__corsproxy/"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything compiled from one configuration; replaced whole, never edited."""
+
+    config: Config
+    policy: Policy
+    router: Router
+
+    @classmethod
+    def build(cls, config: Config) -> Runtime:
+        return cls(config, Policy(config.rules), Router(config.routes))
+
+
+class ProxyState:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.started = time.time()
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("the proxy's client session is not open: is the app running?")
+        return self._session
+
+
+STATE = web.AppKey("corsproxy_state", ProxyState)
+
+
+def create_app(config: Config) -> web.Application:
+    """The proxy as an aiohttp application, ready for ``web.run_app`` or a test server."""
+    app = web.Application()
+    app[STATE] = ProxyState(Runtime.build(config))
+    app.cleanup_ctx.append(_client_session)
+    app.router.add_get(OWN_PREFIX + "health", health)
+    app.router.add_route("*", OWN_PREFIX + "{tail:.*}", own_not_found)
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    return app
+
+
+async def _client_session(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    state._session = create_session()
+    yield
+    await state._session.close()
+    state._session = None
+
+
+async def health(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    config = state.runtime.config
+    return web.json_response(
+        {
+            "status": "ok",
+            "version": __version__,
+            "config": config.source,
+            "routes": [{"path": route.path, "upstream": route.upstream} for route in config.routes],
+            "uptime_seconds": round(time.time() - state.started, 3),
+        }
+    )
+
+
+async def own_not_found(request: web.Request) -> web.Response:
+    return web.Response(
+        status=404,
+        text=f"{request.path}: no such corsproxy endpoint; /__corsproxy/ belongs to the proxy itself\n",
+    )
+
+
+async def proxy(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    state = request.app[STATE]
+    runtime = state.runtime
+    origin = request.headers.get("Origin")
+    method = request.method
+
+    # Fetch standard, CORS-preflight request: OPTIONS carrying both Origin and
+    # Access-Control-Request-Method. Any other OPTIONS is an ordinary request.
+    requested_method = request.headers.get("Access-Control-Request-Method")
+    if origin is not None and method == "OPTIONS" and requested_method is not None:
+        private_network = request.headers.get("Access-Control-Request-Private-Network") == "true"
+        decision = runtime.policy.preflight(
+            request.path,
+            origin,
+            requested_method,
+            request.headers.get("Access-Control-Request-Headers"),
+            private_network,
+        )
+        response = answer_preflight(decision)
+        _log(request, response.status, started, None, decision, preflight=True)
+        return response
+
+    decision = NO_ORIGIN if origin is None else runtime.policy.actual(request.path, origin, method)
+    route = runtime.router.match(request.rel_url.raw_path)
+    if route is None:
+        prefixes = ", ".join(r.prefix for r in runtime.router.routes)
+        response = web.Response(status=404, text=f"no route for {request.path} (routes: {prefixes})\n")
+        add_cors_headers(response.headers, decision, VARY_ORIGIN)
+        _log(request, 404, started, None, decision)
+        return response
+
+    try:
+        upstream = await open_upstream(state.session, request, route)
+    except UpstreamFailure as failure:
+        # Rule 7 of the design: CORS headers on the proxy's own errors too, so the page
+        # can read "502 cannot connect" instead of a misleading CORS error.
+        response = web.Response(status=failure.status, text=failure.message + "\n")
+        add_cors_headers(response.headers, decision, VARY_ORIGIN)
+        log.warning("%s %s: %s", method, request.path, failure.message)
+        _log(request, failure.status, started, None, decision)
+        return response
+
+    upstream_ms = (time.perf_counter() - started) * 1000
+    headers = response_headers(upstream)
+    add_cors_headers(headers, decision, VARY_ORIGIN)
+    streamed = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+
+    def note_failure(reason: str) -> None:
+        log.warning("%s %s: %s", method, request.path, reason)
+
+    await stream_response(request, upstream, streamed, note_failure)
+    _log(request, upstream.status, started, upstream_ms, decision)
+    return streamed
+
+
+def answer_preflight(decision: Decision) -> web.Response:
+    """204 with the CORS headers, or 403 whose body says what failed. Never forwarded."""
+    headers: CIMultiDict[str] = CIMultiDict()
+    add_cors_headers(headers, decision, PREFLIGHT_VARY_TOKENS)
+    if decision.allowed:
+        return web.Response(status=204, headers=headers)
+    return web.Response(
+        status=403, headers=headers, text=f"CORS preflight refused by corsproxy: {decision.reason}\n"
+    )
+
+
+def _log(
+    request: web.Request,
+    status: int,
+    started: float,
+    upstream_ms: float | None,
+    decision: Decision,
+    preflight: bool = False,
+) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return
+    elapsed = (time.perf_counter() - started) * 1000
+    log.info(
+        "%s %s origin=%s -> %d %.1fms upstream=%s%s cors: %s",
+        request.method,
+        request.path,
+        request.headers.get("Origin", "-"),
+        status,
+        elapsed,
+        "-" if upstream_ms is None else f"{upstream_ms:.1f}ms",
+        " preflight" if preflight else "",
+        decision.reason if decision.allowed else "REFUSED, " + decision.reason,
+    )

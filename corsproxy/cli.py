@@ -1,0 +1,271 @@
+"""The command line: serve, validate, demo. Bad input exits 2 with a message, never a traceback.
+
+Every server setting can also come from a CORSPROXY_* environment variable (for
+containers); a flag beats the environment, which beats the file, which beats the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+from corsproxy.config import Config, ConfigError, RouteConfig, ServerConfig, load_config
+from corsproxy.origins import LOCAL_DEV_ORIGINS
+from corsproxy.schema import default_rule, origin_problem, upstream_problem
+from corsproxy.version import __version__
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+DEFAULT_GRACE_SECONDS = 10.0
+
+ENV_CONFIG = "CORSPROXY_CONFIG"
+ENV_HOST = "CORSPROXY_HOST"
+ENV_PORT = "CORSPROXY_PORT"
+ENV_UPSTREAM = "CORSPROXY_UPSTREAM"
+ENV_ORIGINS = "CORSPROXY_ALLOW_ORIGINS"
+ENV_CREDENTIALS = "CORSPROXY_ALLOW_CREDENTIALS"
+ENV_LOG_LEVEL = "CORSPROXY_LOG_LEVEL"
+
+
+class UsageError(Exception):
+    """A command line or environment that cannot work; printed, exit 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="corsproxy",
+        description="A local-development CORS proxy: forwards to an upstream API, answers "
+        "preflights, and adds CORS headers according to YAML rules.",
+    )
+    parser.add_argument("--version", action="version", version=f"corsproxy {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the proxy")
+    serve.add_argument("--config", metavar="FILE", help=f"YAML rules file (env {ENV_CONFIG})")
+    serve.add_argument(
+        "--upstream", metavar="URL", help=f"quick mode: forward everything here (env {ENV_UPSTREAM})"
+    )
+    serve.add_argument("--host", help=f"address to listen on, default 127.0.0.1 (env {ENV_HOST})")
+    serve.add_argument("--port", type=int, help=f"port to listen on, default 8080 (env {ENV_PORT})")
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        metavar="PATTERN",
+        help="quick mode: an allowed origin pattern, repeatable; default: "
+        + ", ".join(LOCAL_DEV_ORIGINS)
+        + f" (env {ENV_ORIGINS}, comma-separated)",
+    )
+    serve.add_argument(
+        "--allow-credentials",
+        action="store_true",
+        default=None,
+        help=f"quick mode: allow cookies and Authorization (env {ENV_CREDENTIALS}=true)",
+    )
+    serve.add_argument(
+        "--grace",
+        type=float,
+        default=DEFAULT_GRACE_SECONDS,
+        metavar="SECONDS",
+        help="on Ctrl-C or SIGTERM, how long in-flight requests may take to finish",
+    )
+    _add_log_level(serve)
+
+    validate = commands.add_parser("validate", help="check a config file and print what it resolves to")
+    validate.add_argument("file", metavar="FILE")
+
+    demo = commands.add_parser("demo", help="run the proxy in front of a built-in echo upstream (offline)")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--host", default="127.0.0.1")
+    _add_log_level(demo)
+    return parser
+
+
+def _add_log_level(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help=f"default info (env {ENV_LOG_LEVEL})",
+    )
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    environ = os.environ if env is None else env
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "validate":
+            return validate(args.file, environ)
+        _configure_logging(args.log_level or environ.get(ENV_LOG_LEVEL, "info"))
+        if args.command == "demo":
+            from corsproxy.demo import main as demo_main
+
+            return demo_main(args.host, args.port)
+        return serve(args, environ)
+    except ConfigError as error:
+        print(error.render(), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except UsageError as error:
+        print(f"corsproxy: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _configure_logging(level: str) -> None:
+    if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise UsageError(f"{ENV_LOG_LEVEL}={level!r}: use debug, info, warning or error")
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+
+
+def resolve_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
+    """The configuration ``serve`` runs with, from flags, environment and file."""
+    config_file = args.config or env.get(ENV_CONFIG)
+    upstream = args.upstream or env.get(ENV_UPSTREAM)
+    if config_file and args.upstream:
+        raise UsageError("give either --config or --upstream, not both")
+    if config_file:
+        config = load_config(config_file, env)
+    elif upstream:
+        config = quick_config(upstream, _quick_origins(args, env), _quick_credentials(args, env))
+    else:
+        raise UsageError(
+            "nothing to proxy: give --config FILE or --upstream URL "
+            f"(or set {ENV_CONFIG} / {ENV_UPSTREAM}); try `corsproxy demo` for an offline example"
+        )
+    host = args.host or env.get(ENV_HOST) or config.server.host
+    port = args.port if args.port is not None else _env_port(env)
+    if port is None:
+        port = config.server.port
+    if not 0 <= port <= 65535:
+        raise UsageError(f"port must be between 0 and 65535, got {port}")
+    return replace(config, server=ServerConfig(host, port))
+
+
+def quick_config(upstream: str, origins: tuple[str, ...], credentials: bool) -> Config:
+    problems = [f"--upstream: {problem}" for problem in [upstream_problem(upstream)] if problem]
+    problems += [f"--allow-origin {text}: {p}" for text in origins if (p := origin_problem(text))]
+    if credentials and "*" in origins:
+        problems.append(
+            "--allow-origin '*' cannot go with --allow-credentials: browsers reject it; name the origins"
+        )
+    if problems:
+        raise ConfigError(problems, "command line")
+    return Config(
+        routes=(RouteConfig(path="/", upstream=upstream.rstrip("/")),),
+        rules=(default_rule(origins, credentials),),
+        source="command line",
+    )
+
+
+def _quick_origins(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str, ...]:
+    if args.allow_origin:
+        return tuple(args.allow_origin)
+    listed = [item.strip() for item in env.get(ENV_ORIGINS, "").split(",") if item.strip()]
+    return tuple(listed) or LOCAL_DEV_ORIGINS
+
+
+def _quick_credentials(args: argparse.Namespace, env: Mapping[str, str]) -> bool:
+    if args.allow_credentials is not None:
+        return bool(args.allow_credentials)
+    value = env.get(ENV_CREDENTIALS, "false").strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no", ""):
+        raise UsageError(f"{ENV_CREDENTIALS}={value!r}: use true or false")
+    return value in ("true", "1", "yes")
+
+
+def _env_port(env: Mapping[str, str]) -> int | None:
+    value = env.get(ENV_PORT)
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"{ENV_PORT}={value!r} is not a port number") from None
+
+
+def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from aiohttp import web
+
+    from corsproxy.app import create_app
+
+    config = resolve_config(args, env)
+    host, port = config.server.host, config.server.port
+    warning = exposure_warning(host)
+    if warning:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    print(banner(config), flush=True)
+    try:
+        web.run_app(
+            create_app(config),
+            host=host,
+            port=port,
+            shutdown_timeout=args.grace,
+            access_log=None,
+            print=None,
+            handle_signals=True,
+        )
+    except OSError as error:
+        raise UsageError(f"cannot listen on {host}:{port}: {error.strerror or error}") from error
+    return EXIT_OK
+
+
+def banner(config: Config) -> str:
+    host = config.server.host
+    shown = f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{config.server.port}"
+    lines = [f"corsproxy {__version__} on {base} ({config.source})"]
+    lines += [f"  {base}{route.path.rstrip('/')}/... -> {route.upstream}" for route in config.routes]
+    lines.append(f"  health: {base}/__corsproxy/health")
+    return "\n".join(lines)
+
+
+def exposure_warning(host: str) -> str | None:
+    """Design promise 3: loopback unless told otherwise, and then say what it means."""
+    if host in ("localhost", ""):
+        return None
+    try:
+        if ipaddress.ip_address(host.strip("[]")).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return (
+        f"listening on {host}, not loopback: other machines on the network can use this proxy "
+        "and any credentials it injects. Use --host 127.0.0.1 unless that is what you want."
+    )
+
+
+def validate(path: str, env: Mapping[str, str]) -> int:
+    config = load_config(path, env)
+    print(describe(config))
+    return EXIT_OK
+
+
+def describe(config: Config) -> str:
+    """A human summary of a resolved configuration, secrets shown as ***."""
+    lines = [f"{config.source}: OK", f"server: {config.server.host}:{config.server.port}", "routes:"]
+    for route in config.routes:
+        strip = "" if route.strip_prefix or route.path == "/" else " (prefix kept)"
+        lines.append(f"  {route.path} -> {route.upstream}{strip}")
+        for name, value in route.request_headers:
+            shown = "***" if value in config.secrets or any(s in value for s in config.secrets) else value
+            lines.append(f"      sets {name}: {shown}")
+    lines.append("rules (first match wins):")
+    for index, rule in enumerate(config.rules):
+        lines.append(f"  rules[{index}] path {rule.path}: origins {', '.join(rule.origins)}")
+        methods = ", ".join(rule.allow_methods) or "none"
+        headers = ", ".join(rule.allow_headers) or "none"
+        lines.append(f"      methods {methods}; headers {headers}")
+        extras = []
+        if rule.expose_headers:
+            extras.append(f"exposes {', '.join(rule.expose_headers)}")
+        extras.append("credentials" if rule.allow_credentials else "no credentials")
+        if rule.max_age is not None:
+            extras.append(f"max_age {rule.max_age}")
+        if rule.allow_private_network:
+            extras.append("private network")
+        lines.append("      " + "; ".join(extras))
+    return "\n".join(lines)

@@ -1,0 +1,92 @@
+"""The configuration: frozen, typed dataclasses, and the entry points that load them.
+
+Validation lives in ``schema.py``; this module only says what a valid configuration is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_METHODS = ("GET", "HEAD", "POST")
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 300.0
+
+
+class ConfigError(Exception):
+    """Every problem found in a configuration, each naming its key path and line."""
+
+    def __init__(self, errors: list[str], source: str = "<config>") -> None:
+        self.errors = errors
+        self.source = source
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        count = len(self.errors)
+        heading = f"{self.source}: {count} error{'s' if count != 1 else ''}"
+        return "\n".join([heading, *("  " + error for error in self.errors)])
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """A path prefix on the proxy side and the upstream base URL it forwards to."""
+
+    path: str
+    upstream: str
+    strip_prefix: bool = True
+    # Headers set on every request sent upstream, after ${VAR} expansion.
+    request_headers: tuple[tuple[str, str], ...] = ()
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    # Longest silence allowed while waiting for the upstream's headers or its next
+    # body chunk; there is no total timeout, so event streams live as long as they talk.
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """A CORS policy for the paths matching ``path`` and the origins matching ``origins``."""
+
+    origins: tuple[str, ...]
+    path: str = "/**"
+    allow_methods: tuple[str, ...] = DEFAULT_METHODS
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    allow_credentials: bool = False
+    max_age: int | None = None
+    allow_private_network: bool = False
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    routes: tuple[RouteConfig, ...]
+    rules: tuple[RuleConfig, ...]
+    server: ServerConfig = field(default_factory=ServerConfig)
+    source: str = "<config>"
+    # Values that came from the environment: shown as *** wherever the proxy displays headers.
+    secrets: frozenset[str] = frozenset()
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a YAML file; raises ConfigError listing every problem at once."""
+    from corsproxy.schema import parse_config
+
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError([f"cannot read the file: {error.strerror or error}"], source) from error
+    except UnicodeDecodeError as error:
+        raise ConfigError([f"the file is not UTF-8 text: {error}"], source) from error
+    return parse_config(text, source, os.environ if env is None else env)

@@ -1,0 +1,67 @@
+"""Which route a request path belongs to, and the upstream URL it is forwarded to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+from yarl import URL
+
+from corsproxy.config import RouteConfig
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route with its upstream parsed once at load."""
+
+    config: RouteConfig
+    prefix: str
+    base: URL
+    base_path: str  # the upstream's path without its trailing slash
+    injected_names: frozenset[str]
+    timeout: aiohttp.ClientTimeout
+
+    @classmethod
+    def build(cls, config: RouteConfig) -> Route:
+        base = URL(config.upstream)
+        return cls(
+            config=config,
+            prefix=config.path,
+            base=base,
+            base_path=base.raw_path.rstrip("/"),
+            injected_names=frozenset(name.lower() for name, _ in config.request_headers),
+            # No total limit: event streams and long downloads live as long as they talk.
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=config.connect_timeout, sock_read=config.read_timeout
+            ),
+        )
+
+    def target(self, raw_path: str, raw_query: str) -> URL:
+        """The upstream URL for a proxy-side path, kept percent-encoded as received so
+        the upstream sees exactly what the client sent."""
+        rest = raw_path
+        if self.config.strip_prefix and self.prefix != "/":
+            rest = raw_path[len(self.prefix) :]
+        path = self.base_path + rest if rest.startswith("/") else self.base_path + "/" + rest
+        return URL.build(
+            scheme=self.base.scheme,
+            authority=self.base.raw_authority,
+            path=path or "/",
+            query_string=raw_query,
+            encoded=True,
+        )
+
+
+class Router:
+    """Longest matching prefix wins; prefixes match whole path segments only."""
+
+    def __init__(self, routes: tuple[RouteConfig, ...]) -> None:
+        built = [Route.build(route) for route in routes]
+        self.routes = tuple(sorted(built, key=lambda route: len(route.prefix), reverse=True))
+
+    def match(self, raw_path: str) -> Route | None:
+        for route in self.routes:
+            prefix = route.prefix
+            if prefix == "/" or raw_path == prefix or raw_path.startswith(prefix + "/"):
+                return route
+        return None

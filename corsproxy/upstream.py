@@ -1,0 +1,143 @@
+"""Forwarding: one pooled client session, headers filtered both ways, bodies streamed.
+
+Bodies are never buffered: the request body is handed to the client as a stream and
+the response body is written chunk by chunk as it arrives, with ``write`` waiting on
+the client's socket, so memory stays flat for a 1 GB download or a slow reader.
+The client never decompresses (``auto_decompress=False``): the bytes and their
+``Content-Encoding``/``Content-Length`` reach the browser as the upstream sent them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from corsproxy.headers import connection_listed, is_hop_by_hop
+from corsproxy.routing import Route
+
+log = logging.getLogger("corsproxy")
+
+# aiohttp's client adds these when absent; a proxy must not invent request headers.
+SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+
+
+class UpstreamFailure(Exception):
+    """The upstream could not give a response: 502 (unreachable, broken) or 504 (timed out)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def create_session() -> aiohttp.ClientSession:
+    """The app's one client session: a keep-alive pool shared by every request."""
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, ttl_dns_cache=300)
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        # Cookies belong to the browser, not to the proxy: never store or replay them.
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=None),
+        # The upstream's Host, Location and redirects are the browser's business.
+        trust_env=False,
+    )
+
+
+def upstream_headers(request: web.Request, route: Route) -> CIMultiDict[str]:
+    """The request's headers as the upstream should see them (RFC 9110 section 7.6)."""
+    listed = connection_listed(request.headers.get("Connection"))
+    injected = route.injected_names
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in request.headers.items():
+        lower = name.lower()
+        # Host is set from the upstream URL by the client: third-party APIs route on it.
+        if lower == "host" or lower in injected or is_hop_by_hop(lower, listed):
+            continue
+        headers.add(name, value)
+    for name, value in route.config.request_headers:
+        headers[name] = value
+    peer = request.remote or ""
+    forwarded_for = request.headers.get("X-Forwarded-For")
+    headers["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
+    headers["X-Forwarded-Proto"] = request.scheme
+    headers["X-Forwarded-Host"] = request.host
+    return headers
+
+
+async def open_upstream(
+    session: aiohttp.ClientSession, request: web.Request, route: Route
+) -> aiohttp.ClientResponse:
+    """Send the request upstream and return once the response headers have arrived."""
+    target = route.target(request.rel_url.raw_path, request.rel_url.raw_query_string)
+    body = request.content if request.body_exists else None
+    try:
+        return await session.request(
+            request.method,
+            target,
+            headers=upstream_headers(request, route),
+            data=body,
+            allow_redirects=False,
+            timeout=route.timeout,
+            skip_auto_headers=SKIP_AUTO_HEADERS,
+        )
+    except aiohttp.ServerTimeoutError as error:
+        raise UpstreamFailure(
+            504, f"upstream {route.config.upstream} timed out ({_describe(error)})"
+        ) from error
+    except TimeoutError as error:
+        raise UpstreamFailure(504, f"upstream {route.config.upstream} timed out") from error
+    except aiohttp.ClientConnectorError as error:
+        raise UpstreamFailure(
+            502, f"cannot connect to upstream {route.config.upstream}: {_describe(error)}"
+        ) from error
+    except aiohttp.ClientError as error:
+        raise UpstreamFailure(502, f"upstream {route.config.upstream} failed: {_describe(error)}") from error
+
+
+def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+    """The upstream's headers minus hop-by-hop ones and its own Access-Control-*,
+    which the proxy replaces so the browser never sees two ACAO lines."""
+    listed = connection_listed(upstream.headers.get("Connection"))
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream.headers.items():
+        lower = name.lower()
+        if lower.startswith("access-control-") or is_hop_by_hop(lower, listed):
+            continue
+        headers.add(name, value)
+    return headers
+
+
+async def stream_response(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    response: web.StreamResponse,
+    on_failure: Callable[[str], None],
+) -> None:
+    """Copy the body chunk by chunk. If the upstream breaks mid-body the client
+    connection is aborted, so the client sees a truncated body, never a complete-looking one."""
+    try:
+        await response.prepare(request)
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+        await response.write_eof()
+    except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as error:
+        on_failure(f"upstream body broke off: {_describe(error)}")
+        upstream.close()
+        if request.transport is not None:
+            request.transport.abort()
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        # The client went away: stop reading the upstream and drop that connection.
+        on_failure("client disconnected")
+        upstream.close()
+    finally:
+        upstream.release()
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text.replace("\n", " ")
