@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
 from corsproxy.config import Config
 from corsproxy.cors_headers import PREFLIGHT_VARY_TOKENS, VARY_ORIGIN, add_cors_headers
+from corsproxy.exchanges import Exchange, ExchangeLog
 from corsproxy.policy import NO_ORIGIN, Decision, Policy
 from corsproxy.routing import Router
 from corsproxy.upstream import (
@@ -27,6 +29,7 @@ from corsproxy.upstream import (
     open_upstream,
     response_headers,
     stream_response,
+    upstream_headers,
 )
 from corsproxy.version import __version__
 
@@ -48,11 +51,73 @@ class Runtime:
         return cls(config, Policy(config.rules), Router(config.routes))
 
 
+@dataclass
+class Outcome:
+    """What happened to one request, gathered for the log line and the inspector."""
+
+    request: web.Request
+    response: web.StreamResponse
+    started: float
+    decision: Decision
+    preflight: bool = False
+    error: str | None = None
+    upstream_url: URL | None = None
+    upstream_headers: CIMultiDict[str] | None = None
+    upstream_ms: float | None = None
+
+    def forwarded(self, url: URL, headers: CIMultiDict[str], upstream_ms: float | None) -> Outcome:
+        self.upstream_url, self.upstream_headers, self.upstream_ms = url, headers, upstream_ms
+        return self
+
+
 class ProxyState:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.started = time.time()
+        self.exchanges = ExchangeLog()
         self._session: aiohttp.ClientSession | None = None
+
+    def finish(self, outcome: Outcome) -> None:
+        """One log line and one inspector record per request."""
+        request, decision = outcome.request, outcome.decision
+        elapsed = (time.perf_counter() - outcome.started) * 1000
+        status = outcome.response.status
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "%s %s origin=%s -> %d %.1fms upstream=%s%s cors: %s%s",
+                request.method,
+                request.path,
+                request.headers.get("Origin", "-"),
+                status,
+                elapsed,
+                "-" if outcome.upstream_ms is None else f"{outcome.upstream_ms:.1f}ms",
+                " preflight" if outcome.preflight else "",
+                decision.reason if decision.allowed else "REFUSED, " + decision.reason,
+                f" error: {outcome.error}" if outcome.error else "",
+            )
+        self.exchanges.add(
+            Exchange(
+                id=self.exchanges.next_id(),
+                started=time.time() - elapsed / 1000,
+                method=request.method,
+                path=request.path,
+                query=request.query_string,
+                origin=request.headers.get("Origin"),
+                preflight=outcome.preflight,
+                status=status,
+                duration_ms=elapsed,
+                upstream_ms=outcome.upstream_ms,
+                allowed=decision.allowed,
+                reason=decision.reason,
+                rule=decision.rule,
+                request_headers=request.headers,
+                response_headers=outcome.response.headers,
+                upstream_request_headers=outcome.upstream_headers,
+                upstream_url=None if outcome.upstream_url is None else str(outcome.upstream_url),
+                error=outcome.error,
+                secrets=self.runtime.config.secrets,
+            )
+        )
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -124,7 +189,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             private_network,
         )
         response = answer_preflight(decision)
-        _log(request, response.status, started, None, decision, preflight=True)
+        state.finish(Outcome(request, response, started, decision, preflight=True))
         return response
 
     decision = NO_ORIGIN if origin is None else runtime.policy.actual(request.path, origin, method)
@@ -133,30 +198,35 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         prefixes = ", ".join(r.prefix for r in runtime.router.routes)
         response = web.Response(status=404, text=f"no route for {request.path} (routes: {prefixes})\n")
         add_cors_headers(response.headers, decision, VARY_ORIGIN)
-        _log(request, 404, started, None, decision)
+        state.finish(Outcome(request, response, started, decision, error="no route"))
         return response
 
+    target = route.target(request.rel_url.raw_path, request.rel_url.raw_query_string)
+    sent_headers = upstream_headers(request, route)
     try:
-        upstream = await open_upstream(state.session, request, route)
+        upstream = await open_upstream(state.session, request, route, target, sent_headers)
     except UpstreamFailure as failure:
         # Rule 7 of the design: CORS headers on the proxy's own errors too, so the page
         # can read "502 cannot connect" instead of a misleading CORS error.
         response = web.Response(status=failure.status, text=failure.message + "\n")
         add_cors_headers(response.headers, decision, VARY_ORIGIN)
         log.warning("%s %s: %s", method, request.path, failure.message)
-        _log(request, failure.status, started, None, decision)
+        outcome = Outcome(request, response, started, decision, error=failure.message)
+        state.finish(outcome.forwarded(target, sent_headers, None))
         return response
 
     upstream_ms = (time.perf_counter() - started) * 1000
     headers = response_headers(upstream)
     add_cors_headers(headers, decision, VARY_ORIGIN)
     streamed = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+    outcome = Outcome(request, streamed, started, decision).forwarded(target, sent_headers, upstream_ms)
 
     def note_failure(reason: str) -> None:
+        outcome.error = reason
         log.warning("%s %s: %s", method, request.path, reason)
 
     await stream_response(request, upstream, streamed, note_failure)
-    _log(request, upstream.status, started, upstream_ms, decision)
+    state.finish(outcome)
     return streamed
 
 
@@ -166,30 +236,5 @@ def answer_preflight(decision: Decision) -> web.Response:
     add_cors_headers(headers, decision, PREFLIGHT_VARY_TOKENS)
     if decision.allowed:
         return web.Response(status=204, headers=headers)
-    return web.Response(
-        status=403, headers=headers, text=f"CORS preflight refused by corsproxy: {decision.reason}\n"
-    )
-
-
-def _log(
-    request: web.Request,
-    status: int,
-    started: float,
-    upstream_ms: float | None,
-    decision: Decision,
-    preflight: bool = False,
-) -> None:
-    if not log.isEnabledFor(logging.INFO):
-        return
-    elapsed = (time.perf_counter() - started) * 1000
-    log.info(
-        "%s %s origin=%s -> %d %.1fms upstream=%s%s cors: %s",
-        request.method,
-        request.path,
-        request.headers.get("Origin", "-"),
-        status,
-        elapsed,
-        "-" if upstream_ms is None else f"{upstream_ms:.1f}ms",
-        " preflight" if preflight else "",
-        decision.reason if decision.allowed else "REFUSED, " + decision.reason,
-    )
+    body = f"CORS preflight refused by corsproxy: {decision.reason}\n"
+    return web.Response(status=403, headers=headers, text=body)

@@ -42,7 +42,12 @@ class Route:
         rest = raw_path
         if self.config.strip_prefix and self.prefix != "/":
             rest = raw_path[len(self.prefix) :]
-        path = self.base_path + rest if rest.startswith("/") else self.base_path + "/" + rest
+        if not rest:
+            path = self.base_path
+        elif rest.startswith("/"):
+            path = self.base_path + rest
+        else:
+            path = self.base_path + "/" + rest
         return URL.build(
             scheme=self.base.scheme,
             authority=self.base.raw_authority,

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
 from corsproxy.headers import connection_listed, is_hop_by_hop
 from corsproxy.routing import Route
@@ -70,16 +71,19 @@ def upstream_headers(request: web.Request, route: Route) -> CIMultiDict[str]:
 
 
 async def open_upstream(
-    session: aiohttp.ClientSession, request: web.Request, route: Route
+    session: aiohttp.ClientSession,
+    request: web.Request,
+    route: Route,
+    target: URL,
+    headers: CIMultiDict[str],
 ) -> aiohttp.ClientResponse:
     """Send the request upstream and return once the response headers have arrived."""
-    target = route.target(request.rel_url.raw_path, request.rel_url.raw_query_string)
     body = request.content if request.body_exists else None
     try:
         return await session.request(
             request.method,
             target,
-            headers=upstream_headers(request, route),
+            headers=headers,
             data=body,
             allow_redirects=False,
             timeout=route.timeout,

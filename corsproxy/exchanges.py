@@ -1,0 +1,120 @@
+"""The record of recent exchanges through the proxy, for the inspector and its API.
+
+A bounded ring buffer: recording is an append of references to header objects that
+are no longer edited once the response is sent, so it costs next to nothing on the
+request path. Listeners (the inspector's live stream) get each new exchange.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_CAPACITY = 500
+REDACTED = "***"
+
+
+@dataclass(slots=True)
+class Exchange:
+    id: int
+    started: float  # wall-clock seconds
+    method: str
+    path: str
+    query: str
+    origin: str | None
+    preflight: bool
+    status: int
+    duration_ms: float
+    upstream_ms: float | None
+    allowed: bool
+    reason: str
+    rule: int | None
+    request_headers: Mapping[str, str]
+    response_headers: Mapping[str, str]
+    # Headers as they were sent upstream (None when the request was not forwarded).
+    upstream_request_headers: Mapping[str, str] | None = None
+    upstream_url: str | None = None
+    error: str | None = None
+    secrets: frozenset[str] = field(default_factory=frozenset)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "time": self.started,
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "origin": self.origin,
+            "preflight": self.preflight,
+            "status": self.status,
+            "duration_ms": round(self.duration_ms, 2),
+            "upstream_ms": None if self.upstream_ms is None else round(self.upstream_ms, 2),
+            "cors": {"allowed": self.allowed, "reason": self.reason, "rule": self.rule},
+            "error": self.error,
+        }
+
+    def detail(self) -> dict[str, Any]:
+        data = self.summary()
+        data["request_headers"] = _redacted(self.request_headers.items(), self.secrets)
+        data["response_headers"] = _redacted(self.response_headers.items(), self.secrets)
+        data["upstream_request"] = (
+            None
+            if self.upstream_request_headers is None
+            else {
+                "url": self.upstream_url,
+                "headers": _redacted(self.upstream_request_headers.items(), self.secrets),
+            }
+        )
+        return data
+
+
+def _redacted(items: Iterable[tuple[str, str]], secrets: frozenset[str]) -> list[list[str]]:
+    """Header pairs with every injected secret replaced by ***, wherever it appears."""
+    shown = []
+    for name, value in items:
+        for secret in secrets:
+            if secret and secret in value:
+                value = value.replace(secret, REDACTED)
+        shown.append([name, value])
+    return shown
+
+
+Listener = Callable[[Exchange], None]
+
+
+class ExchangeLog:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self._items: deque[Exchange] = deque(maxlen=capacity)
+        self._ids = itertools.count(1)
+        self._listeners: list[Listener] = []
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def add(self, exchange: Exchange) -> None:
+        self._items.append(exchange)
+        for listener in self._listeners:
+            listener(exchange)
+
+    def recent(self, limit: int | None = None) -> list[Exchange]:
+        """Newest first."""
+        items = list(reversed(self._items))
+        return items if limit is None else items[:limit]
+
+    def get(self, exchange_id: int) -> Exchange | None:
+        for exchange in self._items:
+            if exchange.id == exchange_id:
+                return exchange
+        return None
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+
+def now() -> float:
+    return time.time()

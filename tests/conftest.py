@@ -1,0 +1,172 @@
+"""Shared fixtures: a real upstream server and the real proxy, each on an ephemeral
+loopback port, and a real HTTP client. Nothing here mocks the network."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from corsproxy import create_app
+from corsproxy.config import Config
+from corsproxy.schema import parse_config
+
+GZIPPED_TEXT = b"hello, compressed world\n" * 100
+
+
+@dataclass
+class Received:
+    """What the upstream saw: one entry per request that reached it."""
+
+    method: str
+    path: str
+    raw_path: str
+    query: str
+    headers: dict[str, str]
+    header_lines: list[tuple[str, str]]
+    body_size: int
+
+
+@dataclass
+class Upstream:
+    server: TestServer
+    received: list[Received] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+
+RECEIVED = web.AppKey("received", list)
+
+
+def upstream_app(received: list[Received]) -> web.Application:
+    """A real upstream with one path per behaviour the proxy must pass through."""
+
+    async def record(request: web.Request) -> int:
+        size = 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+        received.append(
+            Received(
+                request.method,
+                request.path,
+                request.rel_url.raw_path,
+                request.rel_url.raw_query_string,
+                dict(request.headers),
+                list(request.headers.items()),
+                size,
+            )
+        )
+        return size
+
+    async def echo(request: web.Request) -> web.Response:
+        size = await record(request)
+        entry = received[-1]
+        return web.json_response(
+            {
+                "method": entry.method,
+                "path": entry.path,
+                "query": entry.query,
+                "headers": entry.headers,
+                "body_size": size,
+            },
+            headers={"X-Request-Id": "req-1", "X-Internal": "hidden"},
+        )
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        await record(request)
+        size = int(request.query.get("size", "1048576"))
+        chunk = b"x" * 65536
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = size
+        await response.prepare(request)
+        sent = 0
+        while sent < size:
+            piece = chunk[: min(len(chunk), size - sent)]
+            await response.write(piece)
+            sent += len(piece)
+        await response.write_eof()
+        return response
+
+    async def gzipped(request: web.Request) -> web.Response:
+        await record(request)
+        body = gzip.compress(GZIPPED_TEXT)
+        return web.Response(
+            body=body, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"}
+        )
+
+    async def own_cors(request: web.Request) -> web.Response:
+        await record(request)
+        response = web.Response(text="upstream with its own CORS headers")
+        response.headers.add("Access-Control-Allow-Origin", "*")
+        response.headers.add("Access-Control-Allow-Origin", "https://wrong.example")
+        response.headers["Access-Control-Allow-Credentials"] = "false"
+        response.headers["Vary"] = "Accept-Encoding"
+        return response
+
+    async def status(request: web.Request) -> web.Response:
+        await record(request)
+        code = int(request.match_info["code"])
+        headers = {"Location": "/elsewhere"} if 300 <= code < 400 else {}
+        return web.Response(status=code, text=f"status {code}\n", headers=headers)
+
+    async def slow(request: web.Request) -> web.Response:
+        await record(request)
+        await asyncio.sleep(float(request.query.get("delay", "5")))
+        return web.Response(text="late")
+
+    async def hop_by_hop(request: web.Request) -> web.Response:
+        await record(request)
+        return web.Response(
+            text="hop",
+            headers={"Connection": "X-Secret-Hop", "X-Secret-Hop": "1", "Keep-Alive": "timeout=5"},
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/stream", stream)
+    app.router.add_route("*", "/gzip", gzipped)
+    app.router.add_route("*", "/own-cors", own_cors)
+    app.router.add_route("*", "/status/{code}", status)
+    app.router.add_route("*", "/slow", slow)
+    app.router.add_route("*", "/hop", hop_by_hop)
+    app.router.add_route("*", "/{tail:.*}", echo)
+    return app
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Upstream:
+    received: list[Received] = []
+    server = await aiohttp_server(upstream_app(received))
+    return Upstream(server, received)
+
+
+def config_from_yaml(text: str, **env: str) -> Config:
+    """A Config from YAML text, through the same loader users run."""
+    return parse_config(text, "test.yaml", env)
+
+
+ProxyFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+def make_proxy(aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]]) -> ProxyFactory:
+    """Start the real proxy for a YAML config; returns a client that does not decompress,
+    so tests see the bytes and headers exactly as the proxy sent them."""
+
+    async def start(yaml_text: str, **env: str) -> TestClient[Any, Any]:
+        app = create_app(config_from_yaml(yaml_text, **env))
+        return await aiohttp_client(app, auto_decompress=False)
+
+    return start
+
+
+def loads(body: bytes) -> Any:
+    return json.loads(body.decode())
