@@ -21,6 +21,7 @@ from yarl import URL
 from corsproxy.config import Config
 from corsproxy.cors_headers import PREFLIGHT_VARY_TOKENS, VARY_ORIGIN, add_cors_headers
 from corsproxy.exchanges import Exchange, ExchangeLog
+from corsproxy.inspector import add_inspector_routes
 from corsproxy.policy import NO_ORIGIN, Decision, Policy
 from corsproxy.routing import Router
 from corsproxy.upstream import (
@@ -135,6 +136,7 @@ def create_app(config: Config) -> web.Application:
     app[STATE] = ProxyState(Runtime.build(config))
     app.cleanup_ctx.append(_client_session)
     app.router.add_get(OWN_PREFIX + "health", health)
+    add_inspector_routes(app)
     app.router.add_route("*", OWN_PREFIX + "{tail:.*}", own_not_found)
     app.router.add_route("*", "/{tail:.*}", proxy)
     return app

@@ -398,7 +398,7 @@ def upstream_problem(url: str, shown: str | None = None) -> str | None:
     text before ${VAR} expansion: the message must not reveal a secret."""
     if re.match(r"^https?://[^/?#@\s]+(/[^?#\s]*)?$", url):
         return None
-    if "://" not in url:
+    if "://" not in url and (shown is None or shown == url):
         hint = f"; did you mean 'https://{url}'?"
     elif re.match(r"^https?://[^/?#]*@", url):
         hint = "; put credentials in request_headers, not in the URL"

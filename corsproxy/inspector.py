@@ -1,0 +1,247 @@
+"""The inspector: a page at /__corsproxy/ and its JSON API under /__corsproxy/api/.
+
+It shows the recent exchanges through the proxy, live, each with its CORS decision, and
+lets the developer try a request from a real browser. It is served to the proxy's own
+origin only: any other Origin is refused with 403 and no response carries CORS headers,
+so no website the developer visits can read the exchanges or the headers the proxy sends
+upstream. Secrets injected towards the upstream are shown as ***.
+
+    GET /__corsproxy/                       the page (static/inspector.html, .css, .js)
+    GET /__corsproxy/api/exchanges?limit=N  summaries, newest first
+    GET /__corsproxy/api/exchanges/{id}     one exchange with its headers
+    GET /__corsproxy/api/events             Server-Sent Events: a snapshot, then each new exchange
+    GET /__corsproxy/api/config             routes and rules, secrets redacted
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+# app.py imports this module to wire the routes, so its names are looked up at request
+# time through the module object rather than imported while it is still loading.
+import corsproxy.app as proxy_app
+from corsproxy.config import Config
+from corsproxy.exchanges import REDACTED, Exchange
+from corsproxy.origins import same_origin
+from corsproxy.version import __version__
+
+PREFIX = "/__corsproxy/"
+STATIC = Path(__file__).with_name("static")
+DEFAULT_LIMIT = 100
+# A browser tab that stops reading must not make the proxy hold exchanges without bound:
+# past this many unsent events its stream is ended, and EventSource reconnects with
+# Last-Event-ID to catch up from the ring buffer.
+STREAM_BACKLOG = 1000
+KEEPALIVE_SECONDS = 15.0
+
+# Nothing else may frame, script or style the page; fetch may go anywhere, since the
+# "try" panel's whole point is requesting arbitrary URLs from this page.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; connect-src 'self' http: https:; img-src 'self' data:; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class EventStream:
+    """One open /api/events connection: the exchanges waiting to be written to it.
+
+    ``None`` in the queue ends the stream (backlog overflow or server shutdown)."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Exchange | None] = asyncio.Queue()
+        self.ended = False
+
+    def push(self, exchange: Exchange) -> None:
+        if self.ended:
+            return
+        if self.queue.qsize() >= STREAM_BACKLOG:
+            self.end()
+        else:
+            self.queue.put_nowait(exchange)
+
+    def end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self.queue.put_nowait(None)
+
+
+STREAMS = web.AppKey("corsproxy_inspector_streams", set[EventStream])
+
+
+def add_inspector_routes(app: web.Application) -> None:
+    """Register the page and its API; call before the /__corsproxy/ catch-all route."""
+    app[STREAMS] = set()
+    app.on_shutdown.append(_end_streams)
+    get = app.router.add_get
+    get(PREFIX, own_origin_only(_static("inspector.html")))
+    get(PREFIX + "inspector.css", own_origin_only(_static("inspector.css")))
+    get(PREFIX + "inspector.js", own_origin_only(_static("inspector.js")))
+    get(PREFIX + "api/exchanges", own_origin_only(list_exchanges))
+    get(PREFIX + r"api/exchanges/{id:\d+}", own_origin_only(exchange_detail))
+    get(PREFIX + "api/events", own_origin_only(events))
+    get(PREFIX + "api/config", own_origin_only(config_summary))
+
+
+def own_origin_only(handler: Handler) -> Handler:
+    """Refuse any request whose Origin is not the proxy's own, and add the security headers.
+
+    Same-origin GETs from the page carry no Origin at all (Fetch standard, "append a
+    request Origin header"); a cross-origin request always does, so a missing Origin is
+    allowed and a foreign one refused."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        own = f"{request.scheme}://{request.host}"
+        if origin is not None and not same_origin(origin, own):
+            response: web.StreamResponse = web.Response(
+                status=403,
+                text=f"the corsproxy inspector is served to its own origin {own} only, not to {origin}\n",
+            )
+        else:
+            response = await handler(request)
+        if not response.prepared:
+            response.headers.update(SECURITY_HEADERS)
+        return response
+
+    return guarded
+
+
+def _static(name: str) -> Handler:
+    path = STATIC / name
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(path)
+
+    return serve
+
+
+async def list_exchanges(request: web.Request) -> web.Response:
+    text = request.query.get("limit", str(DEFAULT_LIMIT))
+    if not text.isdigit():
+        return web.json_response({"error": f"limit must be a non-negative integer, got {text!r}"}, status=400)
+    exchanges = request.app[proxy_app.STATE].exchanges.recent(int(text))
+    return web.json_response([exchange.summary() for exchange in exchanges])
+
+
+async def exchange_detail(request: web.Request) -> web.Response:
+    exchange_id = int(request.match_info["id"])
+    exchange = request.app[proxy_app.STATE].exchanges.get(exchange_id)
+    if exchange is None:
+        return web.json_response(
+            {"error": f"no exchange {exchange_id}: it never existed or has left the ring buffer"},
+            status=404,
+        )
+    return web.json_response(exchange.detail())
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: ``snapshot`` with the recent exchanges (only those after
+    Last-Event-ID on a reconnect), then one ``exchange`` event per new exchange."""
+    log = request.app[proxy_app.STATE].exchanges
+    stream = EventStream()
+    # Subscribing and taking the snapshot happen with no await in between, so no
+    # exchange can fall in the gap or arrive twice.
+    unsubscribe = log.subscribe(stream.push)
+    after = request.headers.get("Last-Event-ID", "")
+    snapshot = [e for e in log.recent(DEFAULT_LIMIT) if not after.isdigit() or e.id > int(after)]
+    streams = request.app[STREAMS]
+    streams.add(stream)
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", **SECURITY_HEADERS}
+    )
+    try:
+        await response.prepare(request)
+        last_id = snapshot[0].id if snapshot else after
+        await response.write(_event("snapshot", [e.summary() for e in snapshot], last_id))
+        while True:
+            try:
+                exchange = await asyncio.wait_for(stream.queue.get(), KEEPALIVE_SECONDS)
+            except TimeoutError:
+                # A comment line: keeps idle connections open through proxies, and
+                # notices a closed tab on the next write.
+                await response.write(b": keep-alive\n\n")
+                continue
+            if exchange is None:
+                break
+            await response.write(_event("exchange", exchange.summary(), exchange.id))
+        await response.write_eof()
+    except ConnectionResetError:
+        pass  # the tab was closed or reloaded: nothing left to send to
+    finally:
+        streams.discard(stream)
+        unsubscribe()
+    return response
+
+
+def _event(name: str, data: Any, event_id: int | str) -> bytes:
+    lines = [f"event: {name}", f"data: {json.dumps(data)}"]
+    if event_id != "":
+        lines.append(f"id: {event_id}")
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+async def _end_streams(app: web.Application) -> None:
+    # Open event streams never finish on their own; without this, shutdown would wait
+    # for its timeout whenever an inspector tab is open.
+    for stream in app[STREAMS]:
+        stream.end()
+
+
+async def config_summary(request: web.Request) -> web.Response:
+    return web.json_response(describe_config(request.app[proxy_app.STATE].runtime.config))
+
+
+def describe_config(config: Config) -> dict[str, Any]:
+    """Routes and rules as the inspector shows them. Injected header values and any part
+    of an upstream URL that came from the environment are shown as ***."""
+    return {
+        "version": __version__,
+        "source": config.source,
+        "routes": [
+            {
+                "path": route.path,
+                "upstream": _redact(route.upstream, config.secrets),
+                "strip_prefix": route.strip_prefix,
+                "request_headers": [[name, REDACTED] for name, _ in route.request_headers],
+                "connect_timeout": route.connect_timeout,
+                "read_timeout": route.read_timeout,
+            }
+            for route in config.routes
+        ],
+        "rules": [
+            {
+                "index": index,
+                "path": rule.path,
+                "origins": list(rule.origins),
+                "allow_methods": list(rule.allow_methods),
+                "allow_headers": list(rule.allow_headers),
+                "expose_headers": list(rule.expose_headers),
+                "allow_credentials": rule.allow_credentials,
+                "max_age": rule.max_age,
+                "allow_private_network": rule.allow_private_network,
+                "line": rule.line,
+            }
+            for index, rule in enumerate(config.rules)
+        ],
+    }
+
+
+def _redact(text: str, secrets: frozenset[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text

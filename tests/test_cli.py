@@ -1,0 +1,232 @@
+"""The command line, run as a user runs it: a real process, real ports, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from corsproxy.cli import exposure_warning
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL = "http://localhost:5173"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def corsproxy(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "corsproxy", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def http(port: int, request: str) -> str:
+    """One raw HTTP/1.1 exchange: what curl would print with -i."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(request.replace("\n", "\r\n").encode() + b"\r\n")
+        chunks = []
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def wait_for_port(port: int, process: subprocess.Popen[str], seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"exited early with {process.returncode}: {process.communicate()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listened on {port} within {seconds}s")
+
+
+@pytest.fixture
+def started() -> Iterator[list[subprocess.Popen[str]]]:
+    """Processes a test starts; each is stopped and reaped at the end."""
+    processes: list[subprocess.Popen[str]] = []
+    yield processes
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
+
+
+def spawn(started: list[subprocess.Popen[str]], *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "corsproxy", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    started.append(process)
+    return process
+
+
+def test_validate_prints_the_resolved_config_and_exits_0() -> None:
+    result = corsproxy("validate", str(ROOT / "config.example.yaml"), env={"API_TOKEN": "tok-123"})
+    assert result.returncode == 0, result.stderr
+    assert "/api -> https://api.example.com/v1" in result.stdout
+    assert "sets Authorization: ***" in result.stdout
+    assert "tok-123" not in result.stdout
+
+
+def test_validate_lists_every_error_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("upstream: nope\nrules:\n  - origins: ['*']\n    allow_credentials: true\n    max_age: -5\n")
+    result = corsproxy("validate", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{bad}: 3 errors",
+        "  upstream: must be an http:// or https:// URL, got 'nope'; did you mean 'https://nope'? (line 1)",
+        "  rules[0].allow_credentials: cannot be true with origins ['*']: browsers reject '*' with "
+        "credentials; list the exact origins instead, e.g. ['http://localhost:5173'] (line 4)",
+        "  rules[0].max_age: must be a non-negative integer, got -5 (line 5)",
+    ]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(("serve",), "nothing to proxy: give --config FILE or --upstream URL", id="nothing to proxy"),
+        pytest.param(
+            ("serve", "--upstream", "https://a.dev", "--allow-origin", "*", "--allow-credentials"),
+            "--allow-origin '*' cannot go with --allow-credentials",
+            id="star with credentials on the command line",
+        ),
+        pytest.param(
+            ("serve", "--upstream", "https://a.dev", "--allow-origin", "http://localhost:5173/"),
+            "ends with '/'",
+            id="a trailing slash on the command line",
+        ),
+        pytest.param(("serve", "--upstream", "a.dev"), "did you mean 'https://a.dev'?", id="an upstream without scheme"),
+        pytest.param(("serve", "--config", "/nonexistent.yaml"), "cannot read the file", id="a missing config file"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message_not_a_traceback(args: tuple[str, ...], message: str) -> None:
+    result = corsproxy(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_quick_mode_allows_local_development_origins_only(
+    started: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    upstream_port, proxy_port = free_port(), free_port()
+    spawn(started, "demo", "--port", str(upstream_port))
+    wait_for_port(upstream_port, started[0])
+    proxy = spawn(started, "serve", "--upstream", f"http://127.0.0.1:{upstream_port}", "--port", str(proxy_port))
+    wait_for_port(proxy_port, proxy)
+    allowed = http(proxy_port, "GET /echo HTTP/1.1\nHost: 127.0.0.1\nOrigin: http://localhost:3000\nConnection: close\n")
+    refused = http(proxy_port, "GET /echo HTTP/1.1\nHost: 127.0.0.1\nOrigin: https://evil.example\nConnection: close\n")
+    assert "Access-Control-Allow-Origin: http://localhost:3000" in allowed
+    assert "Access-Control-Allow-Origin" not in refused
+
+
+def test_demo_starts_answers_and_stops_cleanly_on_sigterm(started: list[subprocess.Popen[str]]) -> None:
+    port = free_port()
+    demo = spawn(started, "demo", "--port", str(port))
+    wait_for_port(port, demo)
+    echo = http(port, f"GET /echo?x=1 HTTP/1.1\nHost: 127.0.0.1\nOrigin: {LOCAL}\nConnection: close\n")
+    preflight = http(
+        port,
+        f"OPTIONS /echo HTTP/1.1\nHost: 127.0.0.1\nOrigin: {LOCAL}\nAccess-Control-Request-Method: PUT\n"
+        "Access-Control-Request-Headers: content-type\nConnection: close\n",
+    )
+    assert echo.startswith("HTTP/1.1 200")
+    assert f"Access-Control-Allow-Origin: {LOCAL}" in echo
+    assert '"query": "x=1"' in echo
+    assert preflight.startswith("HTTP/1.1 204")
+    demo.send_signal(signal.SIGTERM)
+    out, _ = demo.communicate(timeout=10)
+    assert demo.returncode == 0
+    assert "curl -i" in out
+
+
+def test_serve_reads_its_settings_from_the_environment(
+    started: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    upstream_port, proxy_port = free_port(), free_port()
+    spawn(started, "demo", "--port", str(upstream_port))
+    wait_for_port(upstream_port, started[0])
+    proxy = spawn(
+        started,
+        "serve",
+        env={
+            "CORSPROXY_UPSTREAM": f"http://127.0.0.1:{upstream_port}",
+            "CORSPROXY_PORT": str(proxy_port),
+            "CORSPROXY_ALLOW_ORIGINS": "https://app.example.com",
+            "CORSPROXY_ALLOW_CREDENTIALS": "true",
+        },
+    )
+    wait_for_port(proxy_port, proxy)
+    answer = http(
+        proxy_port, "GET /echo HTTP/1.1\nHost: 127.0.0.1\nOrigin: https://app.example.com\nConnection: close\n"
+    )
+    assert "Access-Control-Allow-Origin: https://app.example.com" in answer
+    assert "Access-Control-Allow-Credentials: true" in answer
+
+
+def test_sigterm_lets_an_in_flight_request_finish(started: list[subprocess.Popen[str]], tmp_path: Path) -> None:
+    upstream_port, proxy_port = free_port(), free_port()
+    slow_upstream = tmp_path / "slow.py"
+    slow_upstream.write_text(
+        "import asyncio, sys\nfrom aiohttp import web\n"
+        "async def slow(request):\n    await asyncio.sleep(1.5)\n    return web.Response(text='finished')\n"
+        "app = web.Application()\napp.router.add_get('/slow', slow)\n"
+        f"web.run_app(app, host='127.0.0.1', port={upstream_port}, print=None)\n"
+    )
+    upstream = subprocess.Popen([sys.executable, str(slow_upstream)], text=True)
+    started.append(upstream)
+    wait_for_port(upstream_port, upstream)
+    proxy = spawn(started, "serve", "--upstream", f"http://127.0.0.1:{upstream_port}", "--port", str(proxy_port))
+    wait_for_port(proxy_port, proxy)
+    with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as connection:
+        connection.sendall(b"GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        time.sleep(0.5)
+        proxy.send_signal(signal.SIGTERM)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert answer.endswith(b"finished")
+    proxy.communicate(timeout=10)
+    assert proxy.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("host", "warned"),
+    [
+        pytest.param("127.0.0.1", False, id="loopback v4 is quiet"),
+        pytest.param("::1", False, id="loopback v6 is quiet"),
+        pytest.param("localhost", False, id="localhost is quiet"),
+        pytest.param("0.0.0.0", True, id="all interfaces is warned about"),
+        pytest.param("192.168.1.20", True, id="a LAN address is warned about"),
+    ],
+)
+def test_binding_beyond_loopback_names_the_risk(host: str, warned: bool) -> None:
+    warning = exposure_warning(host)
+    assert (warning is not None) == warned
+    if warning:
+        assert "other machines on the network can use this proxy" in warning

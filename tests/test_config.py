@@ -1,0 +1,193 @@
+"""Loading configuration: every error at once, each with its key path, line and a fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from corsproxy.config import ConfigError, load_config
+from corsproxy.schema import parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def errors_of(text: str, **env: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "test.yaml", env)
+    return caught.value.errors
+
+
+def test_the_example_config_loads_and_says_what_it_means() -> None:
+    config = load_config(ROOT / "config.example.yaml", {"API_TOKEN": "secret-token"})
+    assert [route.path for route in config.routes] == ["/api", "/assets"]
+    assert config.routes[0].request_headers == (("Authorization", "Bearer secret-token"),)
+    assert config.rules[0].origins == ("*",)
+    assert config.rules[1].allow_credentials
+    assert "secret-token" in config.secrets
+
+
+def test_the_example_config_needs_its_token() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(ROOT / "config.example.yaml", {})
+    assert caught.value.errors == [
+        "routes[0].request_headers.Authorization: environment variable API_TOKEN is not set; "
+        "export it, or write ${API_TOKEN:-default} (line 17)"
+    ]
+
+
+def test_the_shorthand_upstream_is_one_route_at_the_root() -> None:
+    config = parse_config("upstream: https://api.example.com/v1/\n", "t", {})
+    assert [(r.path, r.upstream, r.strip_prefix) for r in config.routes] == [
+        ("/", "https://api.example.com/v1", True)
+    ]
+
+
+def test_no_rules_means_local_development_origins_only() -> None:
+    config = parse_config("upstream: https://api.example.com\n", "t", {})
+    assert config.rules[0].origins == ("http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*")
+    assert "*" not in config.rules[0].origins
+    assert not config.rules[0].allow_credentials
+
+
+def test_env_defaults_are_used_when_the_variable_is_unset() -> None:
+    text = "upstream: ${API_URL:-http://127.0.0.1:9000}\n"
+    assert parse_config(text, "t", {}).routes[0].upstream == "http://127.0.0.1:9000"
+    assert parse_config(text, "t", {"API_URL": "https://x.dev"}).routes[0].upstream == "https://x.dev"
+
+
+@pytest.mark.parametrize(
+    ("text", "wanted"),
+    [
+        pytest.param(
+            "upstream: https://a.dev\nrules:\n  - origins: [http://localhost:5173]\n    max_age: -5\n",
+            "rules[0].max_age: must be a non-negative integer, got -5 (line 4)",
+            id="a negative max_age",
+        ),
+        pytest.param(
+            "upstream: https://a.dev\nrules:\n  - origins: ['*']\n    allow_credentials: true\n",
+            "rules[0].allow_credentials: cannot be true with origins ['*']: browsers reject '*' with "
+            "credentials; list the exact origins instead, e.g. ['http://localhost:5173'] (line 4)",
+            id="star with credentials",
+        ),
+        pytest.param(
+            "upstream: https://a.dev\nrules:\n  - origins: [http://localhost:5173/]\n",
+            "rules[0].origins[0]: 'http://localhost:5173/' ends with '/': browsers never send a trailing "
+            "slash, use 'http://localhost:5173' (line 3)",
+            id="an origin with a trailing slash",
+        ),
+        pytest.param(
+            "upstream: https://a.dev\nrules:\n  - origins: [https://app.dev/login]\n",
+            "rules[0].origins[0]: 'https://app.dev/login' has a path: an origin is only "
+            "scheme://host[:port], use 'https://app.dev' (line 3)",
+            id="an origin with a path",
+        ),
+        pytest.param(
+            "upstream: https://a.dev\nrules:\n  - origins: [https://MyApp.com]\n",
+            "rules[0].origins[0]: 'https://MyApp.com' has upper-case letters: browsers send origins in "
+            "lower case, use 'https://myapp.com' (line 3)",
+            id="an origin with upper-case letters",
+        ),
+        pytest.param(
+            "upstream: https://a.dev\nrules:\n  - origins: [myapp.com]\n",
+            "rules[0].origins[0]: 'myapp.com' has no scheme: origins look like 'https://myapp.com' (line 3)",
+            id="an origin without a scheme",
+        ),
+        pytest.param(
+            "upstream: https://a.dev\nrules:\n  - origins: ['regex:https://(a|b']\n",
+            "rules[0].origins[0]: regex 'https://(a|b' does not compile: missing ), unterminated "
+            "subpattern at position 8 (line 3)",
+            id="a regex that does not compile",
+        ),
+        pytest.param(
+            "upstream: ftp://files.example.com\n",
+            "upstream: must be an http:// or https:// URL, got 'ftp://files.example.com' (line 1)",
+            id="an upstream that is not http",
+        ),
+        pytest.param(
+            "upstream: api.example.com\n",
+            "upstream: must be an http:// or https:// URL, got 'api.example.com'; "
+            "did you mean 'https://api.example.com'? (line 1)",
+            id="an upstream without a scheme",
+        ),
+        pytest.param(
+            "routes:\n  - path: /api\n    upstream: https://a.dev\n    request_headers:\n"
+            "      X-Key: ${MISSING_KEY}\n",
+            "routes[0].request_headers.X-Key: environment variable MISSING_KEY is not set; "
+            "export it, or write ${MISSING_KEY:-default} (line 5)",
+            id="an environment variable that is not set",
+        ),
+        pytest.param(
+            "upstream: https://a.dev\nrules:\n  - origins: [http://localhost:5173]\n    alow_headers: [X]\n",
+            "rules[0].alow_headers: unknown key; did you mean 'allow_headers'? (line 4)",
+            id="a misspelled key",
+        ),
+        pytest.param(
+            "server:\n  port: 99999\nupstream: https://a.dev\n",
+            "server.port: must be between 0 and 65535, got 99999 (line 2)",
+            id="a port out of range",
+        ),
+        pytest.param(
+            "server:\n  port: true\nupstream: https://a.dev\n",
+            "server.port: must be a port number, got 'true' (line 2)",
+            id="a boolean where a number belongs",
+        ),
+        pytest.param(
+            "upstream: https://a.dev\nroutes: []\n",
+            "upstream: give either `upstream` or `routes`, not both (line 1)",
+            id="both upstream and routes",
+        ),
+        pytest.param("server: {}\n", "upstream: missing: give `upstream: URL` or a list of `routes` (line 1)",
+                     id="no upstream at all"),
+        pytest.param(
+            "routes:\n  - path: /__corsproxy/x\n    upstream: https://a.dev\n",
+            "routes[0].path: the /__corsproxy/ prefix belongs to the proxy itself (line 2)",
+            id="a route on the proxy's own prefix",
+        ),
+        pytest.param(
+            "routes:\n  - path: /a\n    upstream: https://a.dev\n  - path: /a/\n    upstream: https://b.dev\n",
+            "routes[1].path: '/a' is already the path of routes[0] (line 4)",
+            id="two routes with one prefix",
+        ),
+        pytest.param(
+            "upstream: https://a.dev\nrules:\n  - origins: [http://localhost:5173]\n    path: api/**\n",
+            "rules[0].path: must start with '/', got 'api/**' (line 4)",
+            id="a rule path that is not absolute",
+        ),
+        pytest.param(
+            "upstream: [\n", "not valid YAML: expected the node content, but found '<stream end>' (line 2, column 1)",
+            id="broken YAML",
+        ),
+        pytest.param("", "the file is empty: give at least `upstream:` or `routes:`", id="an empty file"),
+    ],
+)
+def test_each_classic_mistake_is_named_with_its_line_and_fix(text: str, wanted: str) -> None:
+    assert wanted in errors_of(text)
+
+
+def test_every_error_is_reported_at_once_in_file_order() -> None:
+    errors = errors_of(
+        """\
+server:
+  port: -1
+  hots: 0.0.0.0
+upstream: https://a.dev
+rules:
+  - origins: [http://localhost:5173/]
+    max_age: ten
+  - origins: ["*"]
+    allow_credentials: true
+"""
+    )
+    assert [error.rsplit("(line ", 1)[1] for error in errors] == ["2)", "3)", "6)", "7)", "9)"]
+
+
+def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "nope.yaml")
+    assert "cannot read the file: No such file or directory" in str(caught.value)
+
+
+def test_error_messages_never_show_an_expanded_secret() -> None:
+    errors = errors_of("upstream: ${API_URL}\n", API_URL="not-a-url-s3cret")
+    assert errors == ["upstream: must be an http:// or https:// URL, got '${API_URL}' (line 1)"]
