@@ -99,9 +99,7 @@ def upstream_app(received: list[Received]) -> web.Application:
     async def gzipped(request: web.Request) -> web.Response:
         await record(request)
         body = gzip.compress(GZIPPED_TEXT)
-        return web.Response(
-            body=body, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"}
-        )
+        return web.Response(body=body, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"})
 
     async def own_cors(request: web.Request) -> web.Response:
         await record(request)

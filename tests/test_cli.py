@@ -70,7 +70,9 @@ def started() -> Iterator[list[subprocess.Popen[str]]]:
         process.communicate(timeout=10)
 
 
-def spawn(started: list[subprocess.Popen[str]], *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def spawn(
+    started: list[subprocess.Popen[str]], *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "corsproxy", *args],
         stdout=subprocess.PIPE,
@@ -92,7 +94,9 @@ def test_validate_prints_the_resolved_config_and_exits_0() -> None:
 
 def test_validate_lists_every_error_and_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("upstream: nope\nrules:\n  - origins: ['*']\n    allow_credentials: true\n    max_age: -5\n")
+    bad.write_text(
+        "upstream: nope\nrules:\n  - origins: ['*']\n    allow_credentials: true\n    max_age: -5\n"
+    )
     result = corsproxy("validate", str(bad))
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
@@ -108,7 +112,9 @@ def test_validate_lists_every_error_and_exits_2(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        pytest.param(("serve",), "nothing to proxy: give --config FILE or --upstream URL", id="nothing to proxy"),
+        pytest.param(
+            ("serve",), "nothing to proxy: give --config FILE or --upstream URL", id="nothing to proxy"
+        ),
         pytest.param(
             ("serve", "--upstream", "https://a.dev", "--allow-origin", "*", "--allow-credentials"),
             "--allow-origin '*' cannot go with --allow-credentials",
@@ -119,8 +125,12 @@ def test_validate_lists_every_error_and_exits_2(tmp_path: Path) -> None:
             "ends with '/'",
             id="a trailing slash on the command line",
         ),
-        pytest.param(("serve", "--upstream", "a.dev"), "did you mean 'https://a.dev'?", id="an upstream without scheme"),
-        pytest.param(("serve", "--config", "/nonexistent.yaml"), "cannot read the file", id="a missing config file"),
+        pytest.param(
+            ("serve", "--upstream", "a.dev"), "did you mean 'https://a.dev'?", id="an upstream without scheme"
+        ),
+        pytest.param(
+            ("serve", "--config", "/nonexistent.yaml"), "cannot read the file", id="a missing config file"
+        ),
     ],
 )
 def test_bad_input_exits_2_with_a_message_not_a_traceback(args: tuple[str, ...], message: str) -> None:
@@ -136,10 +146,16 @@ def test_quick_mode_allows_local_development_origins_only(
     upstream_port, proxy_port = free_port(), free_port()
     spawn(started, "demo", "--port", str(upstream_port))
     wait_for_port(upstream_port, started[0])
-    proxy = spawn(started, "serve", "--upstream", f"http://127.0.0.1:{upstream_port}", "--port", str(proxy_port))
+    proxy = spawn(
+        started, "serve", "--upstream", f"http://127.0.0.1:{upstream_port}", "--port", str(proxy_port)
+    )
     wait_for_port(proxy_port, proxy)
-    allowed = http(proxy_port, "GET /echo HTTP/1.1\nHost: 127.0.0.1\nOrigin: http://localhost:3000\nConnection: close\n")
-    refused = http(proxy_port, "GET /echo HTTP/1.1\nHost: 127.0.0.1\nOrigin: https://evil.example\nConnection: close\n")
+    allowed = http(
+        proxy_port, "GET /echo HTTP/1.1\nHost: 127.0.0.1\nOrigin: http://localhost:3000\nConnection: close\n"
+    )
+    refused = http(
+        proxy_port, "GET /echo HTTP/1.1\nHost: 127.0.0.1\nOrigin: https://evil.example\nConnection: close\n"
+    )
     assert "Access-Control-Allow-Origin: http://localhost:3000" in allowed
     assert "Access-Control-Allow-Origin" not in refused
 
@@ -182,13 +198,16 @@ def test_serve_reads_its_settings_from_the_environment(
     )
     wait_for_port(proxy_port, proxy)
     answer = http(
-        proxy_port, "GET /echo HTTP/1.1\nHost: 127.0.0.1\nOrigin: https://app.example.com\nConnection: close\n"
+        proxy_port,
+        "GET /echo HTTP/1.1\nHost: 127.0.0.1\nOrigin: https://app.example.com\nConnection: close\n",
     )
     assert "Access-Control-Allow-Origin: https://app.example.com" in answer
     assert "Access-Control-Allow-Credentials: true" in answer
 
 
-def test_sigterm_lets_an_in_flight_request_finish(started: list[subprocess.Popen[str]], tmp_path: Path) -> None:
+def test_sigterm_lets_an_in_flight_request_finish(
+    started: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
     upstream_port, proxy_port = free_port(), free_port()
     slow_upstream = tmp_path / "slow.py"
     slow_upstream.write_text(
@@ -200,7 +219,9 @@ def test_sigterm_lets_an_in_flight_request_finish(started: list[subprocess.Popen
     upstream = subprocess.Popen([sys.executable, str(slow_upstream)], text=True)
     started.append(upstream)
     wait_for_port(upstream_port, upstream)
-    proxy = spawn(started, "serve", "--upstream", f"http://127.0.0.1:{upstream_port}", "--port", str(proxy_port))
+    proxy = spawn(
+        started, "serve", "--upstream", f"http://127.0.0.1:{upstream_port}", "--port", str(proxy_port)
+    )
     wait_for_port(proxy_port, proxy)
     with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as connection:
         connection.sendall(b"GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")

@@ -137,8 +137,11 @@ def test_env_defaults_are_used_when_the_variable_is_unset() -> None:
             "upstream: give either `upstream` or `routes`, not both (line 1)",
             id="both upstream and routes",
         ),
-        pytest.param("server: {}\n", "upstream: missing: give `upstream: URL` or a list of `routes` (line 1)",
-                     id="no upstream at all"),
+        pytest.param(
+            "server: {}\n",
+            "upstream: missing: give `upstream: URL` or a list of `routes` (line 1)",
+            id="no upstream at all",
+        ),
         pytest.param(
             "routes:\n  - path: /__corsproxy/x\n    upstream: https://a.dev\n",
             "routes[0].path: the /__corsproxy/ prefix belongs to the proxy itself (line 2)",
@@ -155,7 +158,8 @@ def test_env_defaults_are_used_when_the_variable_is_unset() -> None:
             id="a rule path that is not absolute",
         ),
         pytest.param(
-            "upstream: [\n", "not valid YAML: expected the node content, but found '<stream end>' (line 2, column 1)",
+            "upstream: [\n",
+            "not valid YAML: expected the node content, but found '<stream end>' (line 2, column 1)",
             id="broken YAML",
         ),
         pytest.param("", "the file is empty: give at least `upstream:` or `routes:`", id="an empty file"),

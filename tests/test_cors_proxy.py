@@ -38,7 +38,9 @@ async def test_an_allowed_preflight_is_answered_204_and_never_forwarded(
     upstream: Upstream, make_proxy: ProxyFactory
 ) -> None:
     client = await make_proxy(rules_for(upstream))
-    response = await client.options("/api/items", headers=preflight_headers(LOCAL, "PUT", "content-type,x-api-key"))
+    response = await client.options(
+        "/api/items", headers=preflight_headers(LOCAL, "PUT", "content-type,x-api-key")
+    )
     assert response.status == 204
     assert response.headers["Access-Control-Allow-Origin"] == LOCAL
     assert response.headers["Access-Control-Allow-Credentials"] == "true"
@@ -52,7 +54,9 @@ async def test_an_allowed_preflight_is_answered_204_and_never_forwarded(
 @pytest.mark.parametrize(
     ("origin", "method", "requested", "reason"),
     [
-        pytest.param(EVIL, "PUT", None, "origin 'https://evil.example' is not allowed", id="disallowed origin"),
+        pytest.param(
+            EVIL, "PUT", None, "origin 'https://evil.example' is not allowed", id="disallowed origin"
+        ),
         pytest.param(LOCAL, "PATCH", None, "method PATCH is not allowed", id="disallowed method"),
         pytest.param(LOCAL, "PUT", "x-foo", "header x-foo is not allowed", id="disallowed header"),
     ],

@@ -93,7 +93,9 @@ async def test_host_is_the_upstreams_and_forwarded_headers_are_added(
 
 async def test_the_proxy_invents_no_request_headers(upstream: Upstream, make_proxy: ProxyFactory) -> None:
     client = await make_proxy(single_route(upstream))
-    await client.post("/", data=b"raw", skip_auto_headers=["User-Agent", "Accept", "Accept-Encoding", "Content-Type"])
+    await client.post(
+        "/", data=b"raw", skip_auto_headers=["User-Agent", "Accept", "Accept-Encoding", "Content-Type"]
+    )
     names = {name.lower() for name in upstream.received[-1].headers}
     assert not names & {"user-agent", "accept", "accept-encoding", "content-type"}
 
@@ -119,7 +121,9 @@ async def test_hop_by_hop_headers_are_dropped_both_ways(upstream: Upstream, make
     assert "Keep-Alive" not in response.headers
 
 
-async def test_content_encoding_passes_through_untouched(upstream: Upstream, make_proxy: ProxyFactory) -> None:
+async def test_content_encoding_passes_through_untouched(
+    upstream: Upstream, make_proxy: ProxyFactory
+) -> None:
     client = await make_proxy(single_route(upstream))
     response = await client.get("/gzip", headers={"Accept-Encoding": "gzip"})
     body = await response.read()
@@ -215,6 +219,5 @@ async def test_an_ordinary_client_session_sees_a_normal_api(
     upstream: Upstream, make_proxy: ProxyFactory
 ) -> None:
     client = await make_proxy(single_route(upstream))
-    async with aiohttp.ClientSession() as session:
-        async with session.get(client.make_url("/hello")) as response:
-            assert (await response.json())["path"] == "/hello"
+    async with aiohttp.ClientSession() as session, session.get(client.make_url("/hello")) as response:
+        assert (await response.json())["path"] == "/hello"

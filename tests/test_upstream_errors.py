@@ -45,7 +45,9 @@ async def test_an_unreachable_upstream_is_a_502_with_cors_headers(make_proxy: Pr
     assert response.headers["Vary"] == "Origin"
 
 
-async def test_a_slow_upstream_is_a_504_with_cors_headers(upstream: Upstream, make_proxy: ProxyFactory) -> None:
+async def test_a_slow_upstream_is_a_504_with_cors_headers(
+    upstream: Upstream, make_proxy: ProxyFactory
+) -> None:
     client = await make_proxy(config(upstream.url, "    read_timeout: 0.3"))
     response = await client.get("/slow?delay=5", headers={"Origin": LOCAL})
     assert response.status == 504
