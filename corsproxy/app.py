@@ -8,10 +8,13 @@ Vary appended.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -21,9 +24,11 @@ from yarl import URL
 from corsproxy.config import Config
 from corsproxy.cors_headers import PREFLIGHT_VARY_TOKENS, VARY_ORIGIN, add_cors_headers
 from corsproxy.exchanges import Exchange, ExchangeLog
+from corsproxy.guards import HostGuard, host_guard_middleware
 from corsproxy.inspector import add_inspector_routes
 from corsproxy.policy import NO_ORIGIN, Decision, Policy
-from corsproxy.routing import Router
+from corsproxy.reload import watch_config
+from corsproxy.routing import Route, Router
 from corsproxy.upstream import (
     UpstreamFailure,
     create_session,
@@ -33,6 +38,7 @@ from corsproxy.upstream import (
     upstream_headers,
 )
 from corsproxy.version import __version__
+from corsproxy.websocket import is_websocket_upgrade, proxy_websocket
 
 log = logging.getLogger("corsproxy")
 
@@ -46,10 +52,11 @@ class Runtime:
     config: Config
     policy: Policy
     router: Router
+    host_guard: HostGuard
 
     @classmethod
     def build(cls, config: Config) -> Runtime:
-        return cls(config, Policy(config.rules), Router(config.routes))
+        return cls(config, Policy(config.rules), Router(config.routes), HostGuard(config.server))
 
 
 @dataclass
@@ -77,6 +84,8 @@ class ProxyState:
         self.started = time.time()
         self.exchanges = ExchangeLog()
         self._session: aiohttp.ClientSession | None = None
+        # Requests forwarded at once; fixed at start (the client pool is sized with it).
+        self.upstream_slots = asyncio.Semaphore(runtime.config.server.max_upstream_connections)
 
     def finish(self, outcome: Outcome) -> None:
         """One log line and one inspector record per request."""
@@ -130,11 +139,20 @@ class ProxyState:
 STATE = web.AppKey("corsproxy_state", ProxyState)
 
 
-def create_app(config: Config) -> web.Application:
-    """The proxy as an aiohttp application, ready for ``web.run_app`` or a test server."""
-    app = web.Application()
-    app[STATE] = ProxyState(Runtime.build(config))
+def create_app(config: Config, watch: Path | None = None) -> web.Application:
+    """The proxy as an aiohttp application, ready for ``web.run_app`` or a test server.
+    With ``watch``, that config file is reloaded when it changes."""
+    state = ProxyState(Runtime.build(config))
+    size = config.server.max_header_size
+    app = web.Application(
+        middlewares=[host_guard_middleware(lambda: state.runtime.host_guard)],
+        # Longer request lines or header fields get a 400 naming the limit from the parser.
+        handler_args={"max_line_size": size, "max_field_size": size},
+    )
+    app[STATE] = state
     app.cleanup_ctx.append(_client_session)
+    if watch is not None:
+        app.cleanup_ctx.append(_config_watcher(watch))
     app.router.add_get(OWN_PREFIX + "health", health)
     add_inspector_routes(app)
     app.router.add_route("*", OWN_PREFIX + "{tail:.*}", own_not_found)
@@ -142,9 +160,26 @@ def create_app(config: Config) -> web.Application:
     return app
 
 
+def _config_watcher(path: Path) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        state = app[STATE]
+
+        def apply(config: Config) -> None:
+            # Swapped whole: a request in flight keeps the Runtime it started with.
+            state.runtime = Runtime.build(config)
+
+        task = asyncio.create_task(watch_config(path, state.runtime.config, apply))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return run
+
+
 async def _client_session(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
-    state._session = create_session()
+    state._session = create_session(app[STATE].runtime.config.server.max_upstream_connections)
     yield
     await state._session.close()
     state._session = None
@@ -203,10 +238,20 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         state.finish(Outcome(request, response, started, decision, error="no route"))
         return response
 
+    refusal = refuse_before_forwarding(request, route, decision)
+    if refusal is not None:
+        add_cors_headers(refusal.headers, decision, VARY_ORIGIN)
+        state.finish(Outcome(request, refusal, started, decision, error=refusal.text))
+        return refusal
+
     target = route.target(request.rel_url.raw_path, request.rel_url.raw_query_string)
     sent_headers = upstream_headers(request, route)
     try:
-        upstream = await open_upstream(state.session, request, route, target, sent_headers)
+        if is_websocket_upgrade(request):
+            return await open_websocket(request, state, route, decision, target, sent_headers, started)
+        async with upstream_slot(state, route):
+            upstream = await open_upstream(state.session, request, route, target, sent_headers)
+            return await relay(request, route, state, upstream, decision, started, target, sent_headers)
     except UpstreamFailure as failure:
         # Rule 7 of the design: CORS headers on the proxy's own errors too, so the page
         # can read "502 cannot connect" instead of a misleading CORS error.
@@ -217,8 +262,21 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         state.finish(outcome.forwarded(target, sent_headers, None))
         return response
 
+
+async def relay(
+    request: web.Request,
+    route: Route,
+    state: ProxyState,
+    upstream: aiohttp.ClientResponse,
+    decision: Decision,
+    started: float,
+    target: URL,
+    sent_headers: CIMultiDict[str],
+) -> web.StreamResponse:
+    """Stream the upstream's answer back with our CORS headers in place of its own."""
+    method = request.method
     upstream_ms = (time.perf_counter() - started) * 1000
-    headers = response_headers(upstream)
+    headers = response_headers(upstream, request, route)
     add_cors_headers(headers, decision, VARY_ORIGIN)
     streamed = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     outcome = Outcome(request, streamed, started, decision).forwarded(target, sent_headers, upstream_ms)
@@ -230,6 +288,78 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     await stream_response(request, upstream, streamed, note_failure)
     state.finish(outcome)
     return streamed
+
+
+async def open_websocket(
+    request: web.Request,
+    state: ProxyState,
+    route: Route,
+    decision: Decision,
+    target: URL,
+    sent_headers: CIMultiDict[str],
+    started: float,
+) -> web.StreamResponse:
+    """WebSockets are not subject to CORS in the browser, so the proxy checks Origin
+    itself: a page from a disallowed origin is refused before the upgrade."""
+    if request.headers.get("Origin") is not None and not decision.allowed:
+        refused = web.Response(status=403, text=f"WebSocket refused by corsproxy: {decision.reason}\n")
+        state.finish(Outcome(request, refused, started, decision, error="websocket refused"))
+        return refused
+    response = await proxy_websocket(request, state.session, target, sent_headers, route)
+    state.finish(Outcome(request, response, started, decision).forwarded(target, sent_headers, None))
+    return response
+
+
+def refuse_before_forwarding(request: web.Request, route: Route, decision: Decision) -> web.Response | None:
+    """Requests the proxy will not forward at all, with a 4xx that says why."""
+    if route.config.guards_credentials:
+        # A simple request needs no preflight, so without this check any website could
+        # spend the developer's injected API key (design promise 3). Browsers send no
+        # Origin on no-cors GETs, but they do send Sec-Fetch-Site (Fetch Metadata).
+        origin = request.headers.get("Origin")
+        refused_origin = origin is not None and not decision.allowed
+        cross_site = origin is None and request.headers.get("Sec-Fetch-Site") == "cross-site"
+        if refused_origin or cross_site:
+            reason = decision.reason if refused_origin else "a cross-site request without Origin"
+            return web.Response(
+                status=403,
+                text=(
+                    f"corsproxy refused to forward: {reason}. Route {route.prefix} injects "
+                    "credentials (request_headers), so requests from origins no rule allows are not "
+                    "forwarded; set refuse_disallowed_origins: false on the route to change that\n"
+                ),
+            )
+    limit = route.config.max_body_size
+    length = request.content_length
+    if limit is not None and length is not None and length > limit:
+        return web.Response(
+            status=413,
+            text=f"request body of {length} bytes is over route {route.prefix}'s max_body_size of {limit}\n",
+        )
+    if limit is not None and length is None and request.body_exists:
+        return web.Response(
+            status=411,
+            text=f"route {route.prefix} has a max_body_size: send Content-Length with the body\n",
+        )
+    return None
+
+
+@contextlib.asynccontextmanager
+async def upstream_slot(state: ProxyState, route: Route) -> AsyncIterator[None]:
+    """One of server.max_upstream_connections; waits up to the route's connect timeout."""
+    slots = state.upstream_slots
+    try:
+        async with asyncio.timeout(route.config.connect_timeout):
+            await slots.acquire()
+    except TimeoutError:
+        limit = state.runtime.config.server.max_upstream_connections
+        raise UpstreamFailure(
+            503, f"too many requests in flight to upstreams (server.max_upstream_connections: {limit})"
+        ) from None
+    try:
+        yield
+    finally:
+        slots.release()
 
 
 def answer_preflight(decision: Decision) -> web.Response:

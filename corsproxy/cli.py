@@ -13,8 +13,10 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 
-from corsproxy.config import Config, ConfigError, RouteConfig, ServerConfig, load_config
+from corsproxy.check import add_check_command, run_check
+from corsproxy.config import Config, ConfigError, RouteConfig, load_config
 from corsproxy.origins import LOCAL_DEV_ORIGINS
 from corsproxy.schema import default_rule, origin_problem, upstream_problem
 from corsproxy.version import __version__
@@ -30,6 +32,7 @@ ENV_UPSTREAM = "CORSPROXY_UPSTREAM"
 ENV_ORIGINS = "CORSPROXY_ALLOW_ORIGINS"
 ENV_CREDENTIALS = "CORSPROXY_ALLOW_CREDENTIALS"
 ENV_LOG_LEVEL = "CORSPROXY_LOG_LEVEL"
+ENV_ALLOWED_HOSTS = "CORSPROXY_ALLOWED_HOSTS"
 
 
 class UsageError(Exception):
@@ -73,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="on Ctrl-C or SIGTERM, how long in-flight requests may take to finish",
     )
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="a Host name the proxy answers to besides localhost and loopback addresses, repeatable; "
+        f"'*' turns the DNS-rebinding guard off (env {ENV_ALLOWED_HOSTS}, comma-separated)",
+    )
+    serve.add_argument("--no-reload", action="store_true", help="do not watch the config file for changes")
     _add_log_level(serve)
 
     validate = commands.add_parser("validate", help="check a config file and print what it resolves to")
@@ -82,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--host", default="127.0.0.1")
     _add_log_level(demo)
+    add_check_command(commands)
     return parser
 
 
@@ -96,6 +108,8 @@ def _add_log_level(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     environ = os.environ if env is None else env
     args = build_parser().parse_args(argv)
+    if args.command == "check":
+        return run_check(args)
     try:
         if args.command == "validate":
             return validate(args.file, environ)
@@ -142,7 +156,13 @@ def resolve_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
         port = config.server.port
     if not 0 <= port <= 65535:
         raise UsageError(f"port must be between 0 and 65535, got {port}")
-    return replace(config, server=ServerConfig(host, port))
+    allowed = tuple(args.allowed_host or ()) or tuple(
+        name.strip() for name in env.get(ENV_ALLOWED_HOSTS, "").split(",") if name.strip()
+    )
+    server = replace(config.server, host=host, port=port)
+    if allowed:
+        server = replace(server, allowed_hosts=(*config.server.allowed_hosts, *allowed))
+    return replace(config, server=server)
 
 
 def quick_config(upstream: str, origins: tuple[str, ...], credentials: bool) -> Config:
@@ -194,13 +214,15 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     config = resolve_config(args, env)
     host, port = config.server.host, config.server.port
+    config_file = args.config or env.get(ENV_CONFIG)
+    watch = Path(config_file) if config_file and not args.no_reload else None
     warning = exposure_warning(host)
     if warning:
         print(f"WARNING: {warning}", file=sys.stderr)
     print(banner(config), flush=True)
     try:
         web.run_app(
-            create_app(config),
+            create_app(config, watch=watch),
             host=host,
             port=port,
             shutdown_timeout=args.grace,

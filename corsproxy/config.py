@@ -31,10 +31,49 @@ class ConfigError(Exception):
         return "\n".join([heading, *("  " + error for error in self.errors)])
 
 
+DEFAULT_MAX_HEADER_SIZE = 16384
+DEFAULT_MAX_UPSTREAM_CONNECTIONS = 100
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """Serve the proxy itself over HTTPS: a certificate and key, or ``auto`` (self-signed)."""
+
+    cert: str | None = None
+    key: str | None = None
+    auto: bool = False
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    # Host names a request's Host header may carry (DNS-rebinding guard); the loopback
+    # names and the configured host are always added. "*" turns the guard off.
+    allowed_hosts: tuple[str, ...] = ()
+    tls: ServerTLS | None = None
+    # Longest request line or header line accepted; longer gets 431-style 400 from the parser.
+    max_header_size: int = DEFAULT_MAX_HEADER_SIZE
+    # Requests forwarded at once; more wait (up to the route's connect_timeout) for a slot.
+    max_upstream_connections: int = DEFAULT_MAX_UPSTREAM_CONNECTIONS
+
+
+@dataclass(frozen=True)
+class CookieConfig:
+    """How Set-Cookie from the upstream is adapted so the cookie sticks on the proxy's host."""
+
+    domain: str = "rewrite"  # rewrite | keep
+    secure: str = "auto"  # auto | keep
+    samesite: str = "auto"  # auto | keep | Lax | Strict | None
+    path: str = "rewrite"  # rewrite | keep
+
+
+@dataclass(frozen=True)
+class UpstreamTLS:
+    verify: bool = True
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,7 +89,27 @@ class RouteConfig:
     # Longest silence allowed while waiting for the upstream's headers or its next
     # body chunk; there is no total timeout, so event streams live as long as they talk.
     read_timeout: float = DEFAULT_READ_TIMEOUT
+    remove_request_headers: tuple[str, ...] = ()
+    # What the upstream sees as Origin (and Referer): "keep", "upstream" (its own origin,
+    # for APIs that check it), "none" (removed), or a fixed origin.
+    rewrite_origin: str = "keep"
+    # (regex, template) pairs applied in order to the upstream path; the first match wins.
+    path_rewrites: tuple[tuple[str, str], ...] = ()
+    cookies: CookieConfig = field(default_factory=CookieConfig)
+    rewrite_redirects: bool = True
+    tls: UpstreamTLS = field(default_factory=UpstreamTLS)
+    max_body_size: int | None = None
+    # Refuse (403) requests whose Origin no rule allows instead of forwarding them.
+    # None means "when this route injects request_headers": other sites must not spend
+    # the developer's API key, not even with simple requests that need no preflight.
+    refuse_disallowed_origins: bool | None = None
     line: int = 0
+
+    @property
+    def guards_credentials(self) -> bool:
+        if self.refuse_disallowed_origins is None:
+            return bool(self.request_headers)
+        return self.refuse_disallowed_origins
 
 
 @dataclass(frozen=True)
@@ -76,6 +135,8 @@ class Config:
     source: str = "<config>"
     # Values that came from the environment: shown as *** wherever the proxy displays headers.
     secrets: frozenset[str] = frozenset()
+    # The .env file that was read, if any (its values count as environment variables).
+    env_file: str | None = None
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
@@ -89,4 +150,4 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         raise ConfigError([f"cannot read the file: {error.strerror or error}"], source) from error
     except UnicodeDecodeError as error:
         raise ConfigError([f"the file is not UTF-8 text: {error}"], source) from error
-    return parse_config(text, source, os.environ if env is None else env)
+    return parse_config(text, source, os.environ if env is None else env, base_dir=Path(path).parent)

@@ -38,4 +38,5 @@ def compile_glob(glob: str) -> re.Pattern[str] | None:
         else:
             parts.append(re.escape(body[index]))
             index += 1
-    return re.compile("".join(parts) + tail)
+    # DOTALL: a decoded path may hold %0A, and "**" must still cross it.
+    return re.compile("".join(parts) + tail, re.DOTALL)

@@ -21,7 +21,7 @@ HOP_BY_HOP = frozenset(
 )
 
 # RFC 9110 section 5.6.2: a header name is a token.
-TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 
 
 def split_list(value: str | None) -> list[str]:

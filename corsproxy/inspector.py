@@ -87,6 +87,7 @@ def add_inspector_routes(app: web.Application) -> None:
     app[STREAMS] = set()
     app.on_shutdown.append(_end_streams)
     get = app.router.add_get
+    get(PREFIX.rstrip("/"), own_origin_only(_to_page))
     get(PREFIX, own_origin_only(_static("inspector.html")))
     get(PREFIX + "inspector.css", own_origin_only(_static("inspector.css")))
     get(PREFIX + "inspector.js", own_origin_only(_static("inspector.js")))
@@ -120,6 +121,11 @@ def own_origin_only(handler: Handler) -> Handler:
     return guarded
 
 
+async def _to_page(request: web.Request) -> web.StreamResponse:
+    # Without this, /__corsproxy would fall through to the proxy and reach the upstream.
+    raise web.HTTPFound(PREFIX)
+
+
 def _static(name: str) -> Handler:
     path = STATIC / name
 
@@ -145,7 +151,12 @@ async def exchange_detail(request: web.Request) -> web.Response:
             {"error": f"no exchange {exchange_id}: it never existed or has left the ring buffer"},
             status=404,
         )
-    return web.json_response(exchange.detail())
+    detail = exchange.detail()
+    upstream = detail["upstream_request"]
+    if upstream is not None and upstream["url"] is not None:
+        # An upstream base URL can carry ${VAR} values too; detail() redacts only headers.
+        upstream["url"] = _redact(upstream["url"], exchange.secrets)
+    return web.json_response(detail)
 
 
 async def events(request: web.Request) -> web.StreamResponse:

@@ -61,10 +61,11 @@ def parse_origin_pattern(text: str) -> OriginPattern:
         source = text.removeprefix("regex:")
         try:
             return OriginPattern(text, "regex", re.compile(source))
-        except re.error as error:
+        # Huge repeat counts and deep nesting fail with these rather than re.error.
+        except (re.error, OverflowError, RecursionError) as error:
             raise OriginPatternError(f"regex {source!r} does not compile: {error}") from error
     _explain_malformed(text)
-    shape = _PATTERN_SHAPE.match(text)
+    shape = _PATTERN_SHAPE.fullmatch(text)
     if shape is None:
         raise OriginPatternError(
             f"{text!r} is not an origin: expected scheme://host[:port], e.g. 'https://app.example.com'"
@@ -78,7 +79,8 @@ def parse_origin_pattern(text: str) -> OriginPattern:
         host = r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+" + host
     port = shape["port"]
     if port == "*":
-        port_part = r"(?::\d{1,5})?"
+        # A port is 1-65535 written without leading zeros (URL Standard, port state).
+        port_part = r"(?::(?:6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|[1-9]\d{0,3}))?"
     elif port is None:
         port_part = ""
     else:
@@ -138,8 +140,11 @@ def same_origin(url_a: str, url_b: str) -> bool:
 def near_misses(origin: str, candidates: tuple[str, ...]) -> list[str]:
     """Configured exact origins that differ from ``origin`` only by case, a trailing
     slash, the port or the scheme: the tutorial's "origin mismatch" error."""
-    found = []
-    sent = origin_of(origin)
+    found: list[str] = []
+    try:
+        sent = origin_of(origin)
+    except ValueError:  # not even URL-shaped (a bad port, an unclosed "[")
+        return found
     for candidate in candidates:
         if candidate in ("*", "null") or candidate.startswith("regex:") or "*" in candidate:
             continue

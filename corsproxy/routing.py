@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+import ssl
+from dataclasses import asdict, dataclass
 
 import aiohttp
 from yarl import URL
 
 from corsproxy.config import RouteConfig
+from corsproxy.rewrite import CookiePolicy
+from corsproxy.tls import client_ssl_context
 
 
 @dataclass(frozen=True)
@@ -19,17 +23,31 @@ class Route:
     base: URL
     base_path: str  # the upstream's path without its trailing slash
     injected_names: frozenset[str]
+    # Request headers never sent upstream: the injected ones (ours replace the client's)
+    # and remove_request_headers, lower-cased.
+    dropped_names: frozenset[str]
     timeout: aiohttp.ClientTimeout
+    path_rewrites: tuple[tuple[re.Pattern[str], str], ...]
+    upstream_origin: str
+    cookie_policy: CookiePolicy
+    # The ssl= argument for this upstream: True (verified, system CAs), False, or a context.
+    ssl: ssl.SSLContext | bool
 
     @classmethod
     def build(cls, config: RouteConfig) -> Route:
         base = URL(config.upstream)
+        injected = frozenset(name.lower() for name, _ in config.request_headers)
         return cls(
             config=config,
             prefix=config.path,
             base=base,
             base_path=base.raw_path.rstrip("/"),
-            injected_names=frozenset(name.lower() for name, _ in config.request_headers),
+            injected_names=injected,
+            dropped_names=injected | {name.lower() for name in config.remove_request_headers},
+            path_rewrites=tuple((re.compile(match), replace) for match, replace in config.path_rewrites),
+            upstream_origin=str(base.origin()),
+            cookie_policy=CookiePolicy(**asdict(config.cookies)),
+            ssl=client_ssl_context(**asdict(config.tls)),
             # No total limit: event streams and long downloads live as long as they talk.
             timeout=aiohttp.ClientTimeout(
                 total=None, connect=config.connect_timeout, sock_read=config.read_timeout
@@ -48,6 +66,11 @@ class Route:
             path = self.base_path + rest
         else:
             path = self.base_path + "/" + rest
+        for pattern, replacement in self.path_rewrites:
+            rewritten, count = pattern.subn(replacement, path, count=1)
+            if count:
+                path = rewritten
+                break
         return URL.build(
             scheme=self.base.scheme,
             authority=self.base.raw_authority,

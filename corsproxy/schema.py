@@ -10,9 +10,11 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from dotenv import dotenv_values
 
 from corsproxy.config import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -20,19 +22,45 @@ from corsproxy.config import (
     DEFAULT_READ_TIMEOUT,
     Config,
     ConfigError,
+    CookieConfig,
     RouteConfig,
     RuleConfig,
     ServerConfig,
+    ServerTLS,
+    UpstreamTLS,
 )
 from corsproxy.globs import GlobError, compile_glob
 from corsproxy.headers import TOKEN
 from corsproxy.origins import LOCAL_DEV_ORIGINS, OriginPatternError, parse_origin_pattern
+from corsproxy.tls import client_ssl_context
 
 T = TypeVar("T")
 
-TOP_KEYS = ("server", "upstream", "routes", "rules")
-SERVER_KEYS = ("host", "port")
-ROUTE_KEYS = ("path", "upstream", "strip_prefix", "request_headers", "connect_timeout", "read_timeout")
+TOP_KEYS = ("server", "upstream", "routes", "rules", "env_file")
+SERVER_KEYS = ("host", "port", "allowed_hosts", "tls", "max_header_size", "max_upstream_connections")
+ROUTE_KEYS = (
+    "path",
+    "upstream",
+    "strip_prefix",
+    "request_headers",
+    "remove_request_headers",
+    "rewrite_origin",
+    "path_rewrites",
+    "cookies",
+    "rewrite_redirects",
+    "tls",
+    "connect_timeout",
+    "read_timeout",
+    "max_body_size",
+    "refuse_disallowed_origins",
+)
+COOKIE_CHOICES = {
+    "domain": ("rewrite", "keep"),
+    "secure": ("auto", "keep"),
+    "samesite": ("auto", "keep", "Lax", "Strict", "None"),
+    "path": ("rewrite", "keep"),
+}
+UPSTREAM_TLS_KEYS = ("verify", "ca_file", "client_cert", "client_key")
 RULE_KEYS = (
     "path",
     "origins",
@@ -58,7 +86,7 @@ def default_rule(origins: tuple[str, ...] = LOCAL_DEV_ORIGINS, credentials: bool
     )
 
 
-def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:
+def parse_config(text: str, source: str, env: Mapping[str, str], base_dir: Path | None = None) -> Config:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as error:
@@ -67,13 +95,22 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:
         raise ConfigError([f"not valid YAML: {error.problem or error}{where}"], source) from error
     except yaml.YAMLError as error:
         raise ConfigError([f"not valid YAML: {error}"], source) from error
-    return _Checker(source, env).config(root)
+    try:
+        # Constructing every value once up front turns a bad explicit tag (`!!int abc`,
+        # `!!timestamp 1`) into an error here, so the checks below construct values freely.
+        # PyYAML's constructors raise all sorts of exceptions for such input.
+        yaml.safe_load(text)
+    except Exception as error:
+        raise ConfigError([f"not valid YAML: {type(error).__name__}: {error}"], source) from error
+    return _Checker(source, env, base_dir or Path.cwd()).config(root)
 
 
 class _Checker:
-    def __init__(self, source: str, env: Mapping[str, str]) -> None:
+    def __init__(self, source: str, env: Mapping[str, str], base_dir: Path) -> None:
         self.source = source
         self.env = env
+        self.base_dir = base_dir
+        self.env_file: str | None = None
         self.errors: list[str] = []
         self._lines: list[int] = []
         self.secrets: set[str] = set()
@@ -187,6 +224,7 @@ class _Checker:
         top = self.mapping("", root, TOP_KEYS)
         if not top and self.errors:
             raise ConfigError(self.errors, self.source)
+        self.load_env_file(top.get("env_file"))
         server = self.server(top["server"]) if "server" in top else ServerConfig()
         routes: tuple[RouteConfig, ...] = ()
         if "upstream" in top and "routes" in top:
@@ -202,12 +240,59 @@ class _Checker:
         rules = self.rules(top["rules"]) if "rules" in top else (default_rule(),)
         if self.errors:
             raise ConfigError(self.errors, self.source)
-        return Config(routes, rules, server, self.source, frozenset(self.secrets))
+        return Config(routes, rules, server, self.source, frozenset(self.secrets), self.env_file)
+
+    def load_env_file(self, node: yaml.Node | None) -> None:
+        """Variables from a .env file (python-dotenv's format); the real environment wins.
+        Without an ``env_file`` key, a .env beside the config file is read if there is one."""
+        if node is None:
+            candidate = self.base_dir / ".env"
+            if not candidate.is_file():
+                return
+        else:
+            name = self.string("env_file", node)
+            if name is None:
+                return
+            candidate = self.base_dir / name
+            if not candidate.is_file():
+                self.fail("env_file", node, f"{str(candidate)!r} does not exist")
+                return
+        values = {key: value for key, value in dotenv_values(candidate).items() if value is not None}
+        self.env = {**values, **self.env}
+        self.env_file = str(candidate)
+
+    # -- small value kinds ---------------------------------------------------------
+
+    def positive_int(self, path: str, node: yaml.Node) -> int | None:
+        value = self.value(node) if isinstance(node, yaml.ScalarNode) else None
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            shown = node.value if isinstance(node, yaml.ScalarNode) else "a list or mapping"
+            self.fail(path, node, f"must be a positive integer, got {shown}")
+            return None
+        return value
+
+    def choice(self, path: str, node: yaml.Node, choices: tuple[str, ...]) -> str | None:
+        text = self.string(path, node)
+        if text is not None and text not in choices:
+            self.fail(path, node, f"must be one of {', '.join(choices)}, got {text!r}")
+            return None
+        return text
+
+    def existing_file(self, path: str, node: yaml.Node) -> str | None:
+        text = self.string(path, node)
+        if text is None:
+            return None
+        resolved = self.base_dir / self.expand(path, node, text)
+        if not resolved.is_file():
+            self.fail(path, node, f"no such file: {str(resolved)!r}")
+            return None
+        return str(resolved)
 
     def server(self, node: yaml.Node) -> ServerConfig:
         keys = self.mapping("server", node, SERVER_KEYS)
-        host = ServerConfig.host
-        port = ServerConfig.port
+        defaults = ServerConfig()
+        host = defaults.host
+        port = defaults.port
         if "host" in keys:
             host = self.string("server.host", keys["host"]) or host
         if "port" in keys:
@@ -216,7 +301,34 @@ class _Checker:
                 self.fail("server.port", keys["port"], f"must be between 0 and 65535, got {value}")
             elif value is not None:
                 port = value
-        return ServerConfig(host, port)
+        allowed_hosts: tuple[str, ...] = ()
+        if "allowed_hosts" in keys:
+            allowed_hosts = self.strings("server.allowed_hosts", keys["allowed_hosts"], _host_problem)
+        tls = self.server_tls(keys["tls"]) if "tls" in keys else None
+        header_size = defaults.max_header_size
+        if "max_header_size" in keys:
+            header_size = self.positive_int("server.max_header_size", keys["max_header_size"]) or header_size
+        connections = defaults.max_upstream_connections
+        if "max_upstream_connections" in keys:
+            connections = (
+                self.positive_int("server.max_upstream_connections", keys["max_upstream_connections"])
+                or connections
+            )
+        return ServerConfig(host, port, allowed_hosts, tls, header_size, connections)
+
+    def server_tls(self, node: yaml.Node) -> ServerTLS | None:
+        if isinstance(node, yaml.ScalarNode) and node.value == "auto":
+            return ServerTLS(auto=True)
+        if not isinstance(node, yaml.MappingNode):
+            self.fail("server.tls", node, "must be `auto` or a mapping with cert and key")
+            return None
+        keys = self.mapping("server.tls", node, ("cert", "key"))
+        if "cert" not in keys or "key" not in keys:
+            self.fail("server.tls", node, "needs both cert and key (or write `tls: auto`)")
+            return None
+        cert = self.existing_file("server.tls.cert", keys["cert"])
+        key = self.existing_file("server.tls.key", keys["key"])
+        return ServerTLS(cert, key) if cert and key else None
 
     def upstream_url(self, path: str, node: yaml.Node) -> str | None:
         text = self.string(path, node)
@@ -245,7 +357,9 @@ class _Checker:
                 prefix = self.route_prefix(f"{where}.path", keys["path"]) or prefix
             if prefix in seen:
                 self.fail(
-                    f"{where}.path", keys["path"], f"{prefix!r} is already the path of routes[{seen[prefix]}]"
+                    f"{where}.path",
+                    keys.get("path", item),
+                    f"{prefix!r} is already the path of routes[{seen[prefix]}]",
                 )
             seen[prefix] = index
             if "upstream" not in keys:
@@ -265,11 +379,104 @@ class _Checker:
             read = DEFAULT_READ_TIMEOUT
             if "read_timeout" in keys:
                 read = self.number(f"{where}.read_timeout", keys["read_timeout"], read)
+            extras = self.route_extras(where, keys)
             if url is not None:
                 routes.append(
-                    RouteConfig(prefix, url, strip, headers, connect, read, item.start_mark.line + 1)
+                    RouteConfig(
+                        prefix, url, strip, headers, connect, read, line=item.start_mark.line + 1, **extras
+                    )
                 )
         return tuple(routes)
+
+    def route_extras(self, where: str, keys: dict[str, yaml.Node]) -> dict[str, Any]:
+        """The optional per-route keys, checked; only those given appear in the result."""
+        extras: dict[str, Any] = {}
+        if "remove_request_headers" in keys:
+            extras["remove_request_headers"] = self.strings(
+                f"{where}.remove_request_headers", keys["remove_request_headers"], _header_problem
+            )
+        if "rewrite_origin" in keys:
+            rewrite = self.rewrite_origin(f"{where}.rewrite_origin", keys["rewrite_origin"])
+            if rewrite is not None:
+                extras["rewrite_origin"] = rewrite
+        if "path_rewrites" in keys:
+            extras["path_rewrites"] = self.path_rewrites(f"{where}.path_rewrites", keys["path_rewrites"])
+        if "cookies" in keys:
+            cookie_keys = self.mapping(f"{where}.cookies", keys["cookies"], tuple(COOKIE_CHOICES))
+            chosen = {
+                name: self.choice(f"{where}.cookies.{name}", node, COOKIE_CHOICES[name])
+                for name, node in cookie_keys.items()
+            }
+            extras["cookies"] = CookieConfig(**{k: v for k, v in chosen.items() if v is not None})
+        if "rewrite_redirects" in keys:
+            value = self.boolean(f"{where}.rewrite_redirects", keys["rewrite_redirects"])
+            if value is not None:
+                extras["rewrite_redirects"] = value
+        if "tls" in keys:
+            extras["tls"] = self.upstream_tls(f"{where}.tls", keys["tls"])
+        if "max_body_size" in keys:
+            extras["max_body_size"] = self.positive_int(f"{where}.max_body_size", keys["max_body_size"])
+        if "refuse_disallowed_origins" in keys:
+            extras["refuse_disallowed_origins"] = self.boolean(
+                f"{where}.refuse_disallowed_origins", keys["refuse_disallowed_origins"]
+            )
+        return extras
+
+    def rewrite_origin(self, path: str, node: yaml.Node) -> str | None:
+        text = self.string(path, node)
+        if text is None or text in ("keep", "upstream", "none"):
+            return text
+        if text == "*" or "*" in text or text.startswith("regex:") or origin_problem(text):
+            self.fail(path, node, f"must be keep, upstream, none or an exact origin, got {text!r}")
+            return None
+        return text
+
+    def path_rewrites(self, path: str, node: yaml.Node) -> tuple[tuple[str, str], ...]:
+        rewrites = []
+        for index, item in enumerate(self.sequence(path, node)):
+            where = f"{path}[{index}]"
+            keys = self.mapping(where, item, ("match", "replace"))
+            if "match" not in keys or "replace" not in keys:
+                if isinstance(item, yaml.MappingNode):
+                    self.fail(where, item, "needs both match (a regex) and replace (a template like /v2/\\1)")
+                continue
+            pattern = self.string(f"{where}.match", keys["match"])
+            template = self.string(f"{where}.replace", keys["replace"])
+            if pattern is None or template is None:
+                continue
+            try:
+                compiled = re.compile(pattern)
+            except (re.error, OverflowError, RecursionError) as error:
+                self.fail(f"{where}.match", keys["match"], f"does not compile: {error}")
+                continue
+            # A bad group reference must fail here, at load, not on some later request.
+            problem = _template_problem(template, compiled)
+            if problem:
+                self.fail(f"{where}.replace", keys["replace"], problem)
+                continue
+            rewrites.append((pattern, template))
+        return tuple(rewrites)
+
+    def upstream_tls(self, path: str, node: yaml.Node) -> UpstreamTLS:
+        keys = self.mapping(path, node, UPSTREAM_TLS_KEYS)
+        verify = True
+        if "verify" in keys:
+            value = self.boolean(f"{path}.verify", keys["verify"])
+            verify = True if value is None else value
+        files = {
+            name: self.existing_file(f"{path}.{name}", keys[name])
+            for name in ("ca_file", "client_cert", "client_key")
+            if name in keys
+        }
+        tls = UpstreamTLS(verify, files.get("ca_file"), files.get("client_cert"), files.get("client_key"))
+        if len(files) == sum(1 for value in files.values() if value):
+            try:
+                # Built once here so a bad certificate is a config error with a line,
+                # not a failure on the first request.
+                client_ssl_context(tls.verify, tls.ca_file, tls.client_cert, tls.client_key)
+            except ValueError as error:
+                self.fail(path, node, str(error))
+        return tls
 
     def route_prefix(self, path: str, node: yaml.Node) -> str | None:
         text = self.string(path, node)
@@ -396,7 +603,7 @@ class _Checker:
 def upstream_problem(url: str, shown: str | None = None) -> str | None:
     """Why ``url`` cannot be an upstream base URL, or None when it can. ``shown`` is the
     text before ${VAR} expansion: the message must not reveal a secret."""
-    if re.match(r"^https?://[^/?#@\s]+(/[^?#\s]*)?$", url):
+    if re.fullmatch(r"https?://[^/?#@\s]+(/[^?#\s]*)?", url):
         return None
     if "://" not in url and (shown is None or shown == url):
         hint = f"; did you mean 'https://{url}'?"
@@ -421,6 +628,23 @@ def _method_problem(text: str) -> str | None:
     if text == "*" or TOKEN.match(text):
         return None
     return f"{text!r} is not an HTTP method"
+
+
+def _template_problem(template: str, pattern: re.Pattern[str]) -> str | None:
+    for number, name in re.findall(r"\\(\d+)|\\g<(\w+)>", template):
+        if number and int(number) > pattern.groups:
+            return f"refers to group {number}, but the match has {pattern.groups} group(s)"
+        if name and not name.isdigit() and name not in pattern.groupindex:
+            return f"refers to group {name!r}, which the match does not define"
+        if name.isdigit() and int(name) > pattern.groups:
+            return f"refers to group {name}, but the match has {pattern.groups} group(s)"
+    return None
+
+
+def _host_problem(text: str) -> str | None:
+    if text == "*" or re.fullmatch(r"(\*\.)?[A-Za-z0-9.-]+|\[[0-9a-fA-F:.]+\]", text):
+        return None
+    return f"{text!r} is not a host name (no scheme or port: 'myapp.test', '*.myapp.test')"
 
 
 def _header_problem(text: str) -> str | None:

@@ -18,6 +18,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from corsproxy.headers import connection_listed, is_hop_by_hop
+from corsproxy.rewrite import restore_cookie_prefixes, rewrite_location, rewrite_set_cookie
 from corsproxy.routing import Route
 
 log = logging.getLogger("corsproxy")
@@ -35,9 +36,9 @@ class UpstreamFailure(Exception):
         self.message = message
 
 
-def create_session() -> aiohttp.ClientSession:
+def create_session(max_connections: int) -> aiohttp.ClientSession:
     """The app's one client session: a keep-alive pool shared by every request."""
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, ttl_dns_cache=300)
+    connector = aiohttp.TCPConnector(limit=max_connections, ttl_dns_cache=300)
     return aiohttp.ClientSession(
         connector=connector,
         auto_decompress=False,
@@ -52,22 +53,42 @@ def create_session() -> aiohttp.ClientSession:
 def upstream_headers(request: web.Request, route: Route) -> CIMultiDict[str]:
     """The request's headers as the upstream should see them (RFC 9110 section 7.6)."""
     listed = connection_listed(request.headers.get("Connection"))
-    injected = route.injected_names
+    dropped = route.dropped_names
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in request.headers.items():
         lower = name.lower()
         # Host is set from the upstream URL by the client: third-party APIs route on it.
-        if lower == "host" or lower in injected or is_hop_by_hop(lower, listed):
+        if lower == "host" or lower in dropped or is_hop_by_hop(lower, listed):
             continue
+        if lower == "cookie":
+            # Cookies whose __Host-/__Secure- prefix had to be set aside on the way out
+            # get it back, so the upstream sees the names it set.
+            value = restore_cookie_prefixes(value)
         headers.add(name, value)
     for name, value in route.config.request_headers:
         headers[name] = value
+    rewrite = route.config.rewrite_origin
+    if rewrite != "keep":
+        _rewrite_origin(headers, rewrite, route)
     peer = request.remote or ""
     forwarded_for = request.headers.get("X-Forwarded-For")
     headers["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
     headers["X-Forwarded-Proto"] = request.scheme
     headers["X-Forwarded-Host"] = request.host
     return headers
+
+
+def _rewrite_origin(headers: CIMultiDict[str], rewrite: str, route: Route) -> None:
+    """Some APIs check Origin/Referer themselves; show them one they accept, or none."""
+    if rewrite == "none":
+        headers.popall("Origin", None)
+        headers.popall("Referer", None)
+        return
+    origin = route.upstream_origin if rewrite == "upstream" else rewrite
+    if "Origin" in headers:
+        headers["Origin"] = origin
+    if "Referer" in headers:
+        headers["Referer"] = origin + "/"
 
 
 async def open_upstream(
@@ -88,6 +109,7 @@ async def open_upstream(
             allow_redirects=False,
             timeout=route.timeout,
             skip_auto_headers=SKIP_AUTO_HEADERS,
+            ssl=route.ssl,
         )
     except aiohttp.ServerTimeoutError as error:
         raise UpstreamFailure(
@@ -103,15 +125,38 @@ async def open_upstream(
         raise UpstreamFailure(502, f"upstream {route.config.upstream} failed: {_describe(error)}") from error
 
 
-def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+def response_headers(
+    upstream: aiohttp.ClientResponse, request: web.Request, route: Route
+) -> CIMultiDict[str]:
     """The upstream's headers minus hop-by-hop ones and its own Access-Control-*,
-    which the proxy replaces so the browser never sees two ACAO lines."""
+    which the proxy replaces so the browser never sees two ACAO lines. Cookies and
+    redirects are adapted so they work on the proxy's origin (rewrite.py)."""
     listed = connection_listed(upstream.headers.get("Connection"))
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in upstream.headers.items():
         lower = name.lower()
         if lower.startswith("access-control-") or is_hop_by_hop(lower, listed):
             continue
+        if lower == "set-cookie":
+            value = rewrite_set_cookie(
+                value,
+                route.cookie_policy,
+                proxy_is_https=request.scheme == "https",
+                upstream_base_path=route.base_path,
+                proxy_prefix=route.prefix,
+                strip_prefix=route.config.strip_prefix,
+            )
+        elif lower == "location" and route.config.rewrite_redirects:
+            value = (
+                rewrite_location(
+                    value,
+                    upstream_base=route.base,
+                    proxy_base=URL.build(scheme=request.scheme, authority=request.host),
+                    proxy_prefix=route.prefix,
+                    strip_prefix=route.config.strip_prefix,
+                )
+                or value
+            )
         headers.add(name, value)
     return headers
 

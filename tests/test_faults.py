@@ -1,0 +1,519 @@
+"""Fault injection: real misbehaving upstreams speaking raw bytes, the real proxy in front,
+a real client. In every case the proxy answers what it can (502, 504, or a visibly
+truncated body), keeps serving, and gives back every connection and task it took."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from corsproxy.app import STATE
+from tests.conftest import ProxyFactory, Upstream
+
+LOCAL = "http://localhost:5173"
+SETTLE_SECONDS = 3.0
+READ_TIMEOUT = 0.5
+
+Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+# -- a raw upstream --------------------------------------------------------------------
+
+
+@dataclass
+class RawUpstream:
+    """An upstream written with asyncio streams, so it can send exactly the wrong bytes.
+    It counts the connections it saw open and closed, and the body bytes it received."""
+
+    behaviour: Behaviour
+    server: asyncio.Server | None = None
+    opened: int = 0
+    closed: int = 0
+    body_received: int = 0
+    handlers: set[asyncio.Task[None]] = field(default_factory=set)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
+        self.opened += 1
+        self.changed.set()
+        try:
+            await self.behaviour(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            with suppress(ConnectionError):
+                await writer.wait_closed()
+            self.closed += 1
+            self.changed.set()
+            self.handlers.discard(task)
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float = SETTLE_SECONDS) -> None:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+RawUpstreamFactory = Callable[[Behaviour], Awaitable[RawUpstream]]
+
+
+@pytest.fixture
+async def raw_upstream() -> AsyncIterator[RawUpstreamFactory]:
+    started: list[RawUpstream] = []
+
+    async def start(behaviour: Behaviour) -> RawUpstream:
+        upstream = RawUpstream(behaviour)
+        upstream.server = await asyncio.start_server(upstream.serve, "127.0.0.1", 0)
+        started.append(upstream)
+        return upstream
+
+    yield start
+    for upstream in started:
+        assert upstream.server is not None
+        upstream.server.close()
+        await upstream.server.wait_closed()
+        for task in list(upstream.handlers):
+            task.cancel()
+        await asyncio.gather(*upstream.handlers, return_exceptions=True)
+
+
+async def read_request_head(reader: asyncio.StreamReader) -> bytes:
+    return await reader.readuntil(b"\r\n\r\n")
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP RST instead of a FIN: SO_LINGER on with a zero timeout."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def read_until_closed(reader: asyncio.StreamReader) -> None:
+    """Wait for the proxy to hang up: the proof that it gave up on this request."""
+    while await reader.read(65536):
+        pass
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# -- the proxy, and what "nothing leaked" means ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Resources:
+    acquired: int
+    tasks: int
+    fds: int
+
+
+@dataclass
+class Harness:
+    client: TestClient[Any, Any]
+
+    def resources(self) -> Resources:
+        connector = self.client.app[STATE].session.connector  # type: ignore[index]
+        assert connector is not None
+        return Resources(
+            acquired=len(connector._acquired),
+            tasks=len(asyncio.all_tasks()),
+            fds=len(os.listdir("/proc/self/fd")),
+        )
+
+    async def baseline(self) -> Resources:
+        """Resources once both routes and the client connection are warm."""
+        await self.assert_still_serving()
+        return self.resources()
+
+    async def assert_still_serving(self) -> None:
+        health = await self.client.get("/__corsproxy/health")
+        assert health.status == 200
+        await health.read()
+        healthy = await self.client.get("/healthy/ping", headers={"Origin": LOCAL})
+        assert healthy.status == 200
+        assert healthy.headers["Access-Control-Allow-Origin"] == LOCAL
+        await healthy.read()
+
+    async def assert_settled(self, baseline: Resources) -> None:
+        """Every upstream connection released, no task and no socket left behind."""
+        deadline = asyncio.get_running_loop().time() + SETTLE_SECONDS
+        while True:
+            now = self.resources()
+            if now.acquired == 0 and now.tasks <= baseline.tasks and now.fds <= baseline.fds:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"resources did not return to {baseline} after the fault: {now}")
+            await asyncio.sleep(0.02)
+
+    async def assert_recovered(self, baseline: Resources) -> None:
+        await self.assert_still_serving()
+        await self.assert_settled(baseline)
+
+
+HarnessFactory = Callable[[str], Awaitable[Harness]]
+
+
+@pytest.fixture
+def harness(upstream: Upstream, make_proxy: ProxyFactory) -> HarnessFactory:
+    """The proxy with a faulty route on / and a healthy one on /healthy."""
+
+    async def start(faulty_url: str) -> Harness:
+        client = await make_proxy(
+            f"""
+routes:
+  - path: /healthy
+    upstream: {upstream.url}
+  - path: /
+    upstream: {faulty_url}
+    read_timeout: {READ_TIMEOUT}
+rules:
+  - origins: ["{LOCAL}"]
+"""
+        )
+        return Harness(client)
+
+    return start
+
+
+async def read_body(response: aiohttp.ClientResponse) -> bytes | None:
+    """The body, or None when the client detected that it was cut short."""
+    try:
+        return await response.read()
+    except aiohttp.ClientPayloadError:
+        return None
+
+
+# -- faults before the response headers --------------------------------------------------
+
+
+async def test_an_upstream_refusing_connections_is_a_502(harness: HarnessFactory) -> None:
+    proxy = await harness(f"http://127.0.0.1:{closed_port()}")
+    baseline = await proxy.baseline()
+    response = await proxy.client.get("/api", headers={"Origin": LOCAL})
+    assert response.status == 502
+    assert "cannot connect" in await response.text()
+    assert response.headers["Access-Control-Allow-Origin"] == LOCAL
+    await proxy.assert_recovered(baseline)
+
+
+async def test_an_upstream_resetting_mid_status_line_is_a_502(
+    harness: HarnessFactory, raw_upstream: RawUpstreamFactory
+) -> None:
+    async def half_a_status_line_then_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 20")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        reset(writer)
+
+    faulty = await raw_upstream(half_a_status_line_then_reset)
+    proxy = await harness(faulty.url)
+    baseline = await proxy.baseline()
+    response = await proxy.client.get("/api", headers={"Origin": LOCAL})
+    assert response.status == 502
+    assert "failed" in await response.text()
+    assert response.headers["Access-Control-Allow-Origin"] == LOCAL
+    await proxy.assert_recovered(baseline)
+
+
+async def test_an_upstream_resetting_mid_headers_is_a_502(
+    harness: HarnessFactory, raw_upstream: RawUpstreamFactory
+) -> None:
+    async def half_the_headers_then_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/pl")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        reset(writer)
+
+    faulty = await raw_upstream(half_the_headers_then_reset)
+    proxy = await harness(faulty.url)
+    baseline = await proxy.baseline()
+    response = await proxy.client.get("/api", headers={"Origin": LOCAL})
+    assert response.status == 502
+    await response.read()
+    await proxy.assert_recovered(baseline)
+
+
+async def test_an_upstream_hanging_before_its_headers_is_a_504_and_is_hung_up_on(
+    harness: HarnessFactory, raw_upstream: RawUpstreamFactory
+) -> None:
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        await read_until_closed(reader)
+
+    faulty = await raw_upstream(never_answer)
+    proxy = await harness(faulty.url)
+    baseline = await proxy.baseline()
+    response = await proxy.client.get("/api", headers={"Origin": LOCAL})
+    assert response.status == 504
+    assert "timed out" in await response.text()
+    assert response.headers["Access-Control-Allow-Origin"] == LOCAL
+    await faulty.wait_until(lambda: faulty.closed == 1)
+    await proxy.assert_recovered(baseline)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        pytest.param(b"HELLO WORLD\r\n\r\n", id="a status line that is not HTTP"),
+        pytest.param(b"HTTP/1.1 abc OK\r\nContent-Length: 0\r\n\r\n", id="a status code that is not a number"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: banana\r\n\r\nhi", id="a non-numeric Content-Length"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n", id="a header line without a colon"),
+        pytest.param(b"\x00\xff\xfe binary noise\r\n\r\n", id="binary noise"),
+    ],
+)
+async def test_an_upstream_sending_an_invalid_response_is_a_502(
+    harness: HarnessFactory, raw_upstream: RawUpstreamFactory, garbage: bytes
+) -> None:
+    async def send_garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.write(garbage)
+        await writer.drain()
+        await read_until_closed(reader)
+
+    faulty = await raw_upstream(send_garbage)
+    proxy = await harness(faulty.url)
+    baseline = await proxy.baseline()
+    response = await proxy.client.get("/api", headers={"Origin": LOCAL})
+    assert response.status == 502
+    assert response.headers["Access-Control-Allow-Origin"] == LOCAL
+    await response.read()
+    await faulty.wait_until(lambda: faulty.closed == 1)
+    await proxy.assert_recovered(baseline)
+
+
+# -- faults in the body ----------------------------------------------------------------
+
+DECLARED = 1_000_000
+SENT = 64 * 1024
+
+
+async def test_an_upstream_resetting_mid_body_gives_a_visibly_truncated_body(
+    harness: HarnessFactory, raw_upstream: RawUpstreamFactory
+) -> None:
+    async def part_of_the_body_then_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {DECLARED}\r\n\r\n".encode())
+        writer.write(b"x" * SENT)
+        await writer.drain()
+        # Let the proxy read and forward what was sent before the RST discards it.
+        await asyncio.sleep(0.2)
+        reset(writer)
+
+    faulty = await raw_upstream(part_of_the_body_then_reset)
+    proxy = await harness(faulty.url)
+    baseline = await proxy.baseline()
+    response = await proxy.client.get("/download", headers={"Origin": LOCAL})
+    assert response.status == 200
+    assert response.content_length == DECLARED
+    body = await read_body(response)
+    assert body is None or len(body) < DECLARED
+    await proxy.assert_recovered(baseline)
+
+
+async def test_an_upstream_resetting_mid_chunked_body_gives_a_visibly_truncated_body(
+    harness: HarnessFactory, raw_upstream: RawUpstreamFactory
+) -> None:
+    async def some_chunks_then_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(3):
+            writer.write(b"400\r\n" + b"y" * 0x400 + b"\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        reset(writer)
+
+    faulty = await raw_upstream(some_chunks_then_reset)
+    proxy = await harness(faulty.url)
+    baseline = await proxy.baseline()
+    response = await proxy.client.get("/events", headers={"Origin": LOCAL})
+    assert response.status == 200
+    # Without its terminating zero-size chunk the body must not end cleanly.
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
+    await proxy.assert_recovered(baseline)
+
+
+async def test_an_upstream_closing_cleanly_mid_chunked_body_gives_a_visibly_truncated_body(
+    harness: HarnessFactory, raw_upstream: RawUpstreamFactory
+) -> None:
+    async def some_chunks_then_fin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+
+    faulty = await raw_upstream(some_chunks_then_fin)
+    proxy = await harness(faulty.url)
+    baseline = await proxy.baseline()
+    response = await proxy.client.get("/events", headers={"Origin": LOCAL})
+    assert response.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
+    await proxy.assert_recovered(baseline)
+
+
+async def test_an_upstream_trickling_within_the_read_timeout_delivers_the_whole_body(
+    harness: HarnessFactory, raw_upstream: RawUpstreamFactory
+) -> None:
+    body = b"0123456789"
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        for start in range(0, len(head), 12):
+            writer.write(head[start : start + 12])
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        for byte in body:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.1)
+
+    faulty = await raw_upstream(trickle)
+    proxy = await harness(faulty.url)
+    baseline = await proxy.baseline()
+    response = await proxy.client.get("/slowly", headers={"Origin": LOCAL})
+    assert response.status == 200
+    assert await response.read() == body
+    await proxy.assert_recovered(baseline)
+
+
+# -- keep-alive connections the upstream drops -------------------------------------------
+
+
+def keep_alive_then_close(idle: float) -> Behaviour:
+    async def behaviour(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok")
+        await writer.drain()
+        await asyncio.sleep(idle)
+
+    return behaviour
+
+
+async def test_an_idle_keep_alive_connection_closed_by_the_upstream_is_not_reused(
+    harness: HarnessFactory, raw_upstream: RawUpstreamFactory
+) -> None:
+    faulty = await raw_upstream(keep_alive_then_close(idle=0.05))
+    proxy = await harness(faulty.url)
+    baseline = await proxy.baseline()
+    statuses = []
+    for _ in range(3):
+        response = await proxy.client.get("/api", headers={"Origin": LOCAL})
+        await response.read()
+        statuses.append(response.status)
+        await faulty.wait_until(lambda: faulty.closed == faulty.opened)
+    assert statuses == [200, 200, 200]
+    assert faulty.opened == 3
+    await proxy.assert_recovered(baseline)
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_a_keep_alive_connection_closed_right_after_its_response_does_not_fail_the_next_request(
+    harness: HarnessFactory, raw_upstream: RawUpstreamFactory, method: str
+) -> None:
+    # The race a pool cannot avoid: the next request goes out on the connection as the
+    # upstream's FIN arrives. RFC 9112 section 9.3.1 lets idempotent requests be retried.
+    faulty = await raw_upstream(keep_alive_then_close(idle=0))
+    proxy = await harness(faulty.url)
+    baseline = await proxy.baseline()
+    statuses = []
+    for _ in range(3):
+        response = await proxy.client.request(method, "/api", headers={"Origin": LOCAL})
+        await response.read()
+        statuses.append(response.status)
+    assert statuses == [200, 200, 200]
+    await proxy.assert_recovered(baseline)
+
+
+# -- clients that go away ----------------------------------------------------------------
+
+
+async def test_a_client_disconnecting_mid_upload_cancels_the_upstream_request(
+    harness: HarnessFactory, raw_upstream: RawUpstreamFactory
+) -> None:
+    declared = 1_000_000
+
+    async def read_the_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        while chunk := await reader.read(65536):
+            faulty.body_received += len(chunk)
+            faulty.changed.set()
+
+    faulty = await raw_upstream(read_the_body)
+    proxy = await harness(faulty.url)
+    baseline = await proxy.baseline()
+    half_sent = asyncio.Event()
+
+    async def half_the_body() -> AsyncIterator[bytes]:
+        yield b"u" * (declared // 2)
+        half_sent.set()
+        await asyncio.Event().wait()
+
+    upload = asyncio.create_task(
+        proxy.client.post(
+            "/upload",
+            data=half_the_body(),
+            headers={"Origin": LOCAL, "Content-Length": str(declared)},
+        )
+    )
+    await faulty.wait_until(lambda: faulty.body_received >= declared // 2)
+    assert half_sent.is_set()
+    upload.cancel()
+    with suppress(asyncio.CancelledError):
+        await upload
+    await faulty.wait_until(lambda: faulty.closed == 1)
+    assert faulty.body_received == declared // 2
+    await proxy.assert_recovered(baseline)
+
+
+async def test_a_client_disconnecting_mid_download_cancels_the_upstream_response(
+    harness: HarnessFactory, raw_upstream: RawUpstreamFactory
+) -> None:
+    sent = 0
+
+    async def endless_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\n")
+        chunk = b"d" * 65536
+        while True:
+            writer.write(chunk)
+            await writer.drain()
+            sent += len(chunk)
+
+    faulty = await raw_upstream(endless_body)
+    proxy = await harness(faulty.url)
+    baseline = await proxy.baseline()
+    response = await proxy.client.get("/download", headers={"Origin": LOCAL})
+    assert response.status == 200
+    assert len(await response.content.readexactly(100_000)) == 100_000
+    response.close()
+    await faulty.wait_until(lambda: faulty.closed == 1)
+    sent_at_close = sent
+    await asyncio.sleep(0.1)
+    assert sent == sent_at_close
+    await proxy.assert_recovered(baseline)
