@@ -10,6 +10,7 @@ import argparse
 import ipaddress
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -219,10 +220,12 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     warning = exposure_warning(host)
     if warning:
         print(f"WARNING: {warning}", file=sys.stderr)
+    ssl_context = server_tls_context(config)
     print(banner(config), flush=True)
     try:
         web.run_app(
             create_app(config, watch=watch),
+            ssl_context=ssl_context,
             host=host,
             port=port,
             shutdown_timeout=args.grace,
@@ -235,10 +238,33 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return EXIT_OK
 
 
+def server_tls_context(config: Config) -> ssl.SSLContext | None:
+    """The proxy's own HTTPS: a configured certificate, or a self-signed one for localhost
+    made once and kept, with the commands to trust it printed the first time."""
+    tls = config.server.tls
+    if tls is None:
+        return None
+    from corsproxy.tls import auto_certificate, default_state_dir, server_ssl_context, trust_instructions
+
+    try:
+        if tls.auto:
+            cert, key, created = auto_certificate(default_state_dir())
+            if created:
+                print(trust_instructions(cert), file=sys.stderr)
+        else:
+            if tls.cert is None or tls.key is None:
+                raise UsageError("server.tls needs both cert and key, or `tls: auto`")
+            cert, key = Path(tls.cert), Path(tls.key)
+        return server_ssl_context(cert, key)
+    except (ValueError, OSError) as error:
+        raise UsageError(f"server.tls: {error}") from error
+
+
 def banner(config: Config) -> str:
     host = config.server.host
     shown = f"[{host}]" if ":" in host else host
-    base = f"http://{shown}:{config.server.port}"
+    scheme = "https" if config.server.tls else "http"
+    base = f"{scheme}://{shown}:{config.server.port}"
     lines = [f"corsproxy {__version__} on {base} ({config.source})"]
     lines += [f"  {base}{route.path.rstrip('/')}/... -> {route.upstream}" for route in config.routes]
     lines.append(f"  health: {base}/__corsproxy/health")

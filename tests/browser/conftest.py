@@ -3,7 +3,11 @@
 Playwright's sync API cannot run inside a running asyncio loop, and an async browser
 would have to be launched again for every test's own loop. So the servers run in one
 background thread with their own loop, the tests are plain functions, and one browser
-serves the whole session, with a fresh browser context (cookies, cache) per test.
+serves this package, with a fresh browser context (cookies, cache) per test.
+
+While it is open, sync Playwright marks its own loop as running in the main thread,
+which breaks every async test: so the browser is package-scoped (closed before the
+tests outside this package run) and the tests in this package are all plain functions.
 
     page      http://localhost:PAGE       the frontend whose origin the rules allow
               http://127.0.0.1:PAGE       the same server under an origin they do not allow
@@ -217,7 +221,7 @@ rules:
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack() -> Iterator[Stack]:
     servers = ServerThread()
     seen: list[Seen] = []
@@ -253,14 +257,14 @@ async def _clear(seen: list[Seen]) -> None:
     seen.clear()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
-def browser(playwright: Playwright, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+@pytest.fixture(scope="package")
+def browser(playwright: Playwright) -> Iterator[Browser]:
     if not os.access(CHROMIUM, os.X_OK):
         reason = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
         if os.environ.get("CI"):
