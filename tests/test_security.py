@@ -64,7 +64,9 @@ async def test_the_host_header_must_name_the_proxy(
 
 
 async def test_allowed_hosts_extend_the_default_list(upstream: Upstream, make_proxy: ProxyFactory) -> None:
-    client = await make_proxy(f"server:\n  allowed_hosts: [dev.myapp.test, '*.preview.test']\nupstream: {upstream.url}\n")
+    client = await make_proxy(
+        f"server:\n  allowed_hosts: [dev.myapp.test, '*.preview.test']\nupstream: {upstream.url}\n"
+    )
     for host, status in [("dev.myapp.test", 200), ("pr-1.preview.test:80", 200), ("other.test", 403)]:
         assert (await client.get("/", headers={"Host": host})).status == status, host
 
@@ -171,7 +173,9 @@ rules:
 
 
 async def test_a_body_over_max_body_size_is_a_413(upstream: Upstream, make_proxy: ProxyFactory) -> None:
-    client = await make_proxy(f"routes:\n  - path: /\n    upstream: {upstream.url}\n    max_body_size: 1000\n")
+    client = await make_proxy(
+        f"routes:\n  - path: /\n    upstream: {upstream.url}\n    max_body_size: 1000\n"
+    )
     too_big = await client.post("/upload", data=b"x" * 1001)
     fits = await client.post("/upload", data=b"x" * 1000)
     assert too_big.status == 413

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 
 from corsproxy import create_app
 from corsproxy.app import STATE
@@ -258,23 +258,18 @@ async def _clear(seen: list[Seen]) -> None:
 
 
 @pytest.fixture(scope="package")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="package")
-def browser(playwright: Playwright) -> Iterator[Browser]:
+def browser() -> Iterator[Browser]:
     if not os.access(CHROMIUM, os.X_OK):
         reason = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
-    # Playwright's own launch gives Chromium a fresh temporary profile and refuses
-    # --user-data-dir in args; contexts below are fresh too.
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-    yield browser
-    browser.close()
+    with sync_playwright() as playwright:
+        # launch() gives Chromium a fresh temporary profile of its own (it refuses
+        # --user-data-dir in args); every test then gets a fresh context on top.
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture
