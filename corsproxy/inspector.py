@@ -98,19 +98,16 @@ def add_inspector_routes(app: web.Application) -> None:
 
 
 def own_origin_only(handler: Handler) -> Handler:
-    """Refuse any request whose Origin is not the proxy's own, and add the security headers.
-
-    Same-origin GETs from the page carry no Origin at all (Fetch standard, "append a
-    request Origin header"); a cross-origin request always does, so a missing Origin is
-    allowed and a foreign one refused."""
+    """Refuse any request that does not come from the proxy's own origin, and add the
+    security headers to every response."""
 
     async def guarded(request: web.Request) -> web.StreamResponse:
-        origin = request.headers.get("Origin")
         own = f"{request.scheme}://{request.host}"
-        if origin is not None and not same_origin(origin, own):
+        refused = _foreign(request, own)
+        if refused is not None:
             response: web.StreamResponse = web.Response(
                 status=403,
-                text=f"the corsproxy inspector is served to its own origin {own} only, not to {origin}\n",
+                text=f"the corsproxy inspector is served to its own origin {own} only, not to {refused}\n",
             )
         else:
             response = await handler(request)
@@ -119,6 +116,23 @@ def own_origin_only(handler: Handler) -> Handler:
         return response
 
     return guarded
+
+
+def _foreign(request: web.Request, own: str) -> str | None:
+    """What makes this request foreign, or None when it comes from the proxy's own origin.
+
+    Same-origin GETs from the page carry no Origin at all (Fetch standard, "append a
+    request Origin header"), while cross-origin CORS requests always do. Subresource loads
+    from other sites (<script src>, <img>) carry no Origin either, so Fetch Metadata's
+    Sec-Fetch-Site catches those; following a link to the page stays possible."""
+    origin = request.headers.get("Origin")
+    if origin is not None and not same_origin(origin, own):
+        return origin
+    site = request.headers.get("Sec-Fetch-Site")
+    mode = request.headers.get("Sec-Fetch-Mode")
+    if site in ("cross-site", "same-site") and mode != "navigate":
+        return f"a {site} {mode or 'subresource'} request"
+    return None
 
 
 async def _to_page(request: web.Request) -> web.StreamResponse:

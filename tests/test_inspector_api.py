@@ -207,6 +207,46 @@ async def test_another_origin_is_refused_with_403_and_no_cors_headers(
     assert not [name for name in response.headers if name.lower().startswith("access-control-")]
 
 
+@pytest.mark.parametrize(
+    ("path", "fetch_metadata", "status"),
+    [
+        pytest.param(
+            "/__corsproxy/api/exchanges",
+            {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "script"},
+            403,
+            id="a script tag on another site is refused",
+        ),
+        pytest.param(
+            "/__corsproxy/api/events",
+            {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"},
+            403,
+            id="an image tag on the frontend's site is refused",
+        ),
+        pytest.param(
+            "/__corsproxy/",
+            {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"},
+            200,
+            id="following a link from elsewhere opens the page",
+        ),
+        pytest.param(
+            "/__corsproxy/api/config",
+            {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"},
+            200,
+            id="the page's own fetch is served",
+        ),
+    ],
+)
+async def test_requests_without_origin_are_judged_by_fetch_metadata(
+    upstream: Upstream, make_proxy: ProxyFactory, path: str, fetch_metadata: dict[str, str], status: int
+) -> None:
+    client = await start(upstream, make_proxy)
+    response = await client.get(path, headers=fetch_metadata)
+    assert response.status == status
+    if status == 403:
+        assert "not to a " in await response.text()
+        response.close()
+
+
 async def test_the_proxys_own_origin_is_served_without_cors_headers(
     upstream: Upstream, make_proxy: ProxyFactory
 ) -> None:

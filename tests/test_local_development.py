@@ -212,8 +212,9 @@ async def test_a_valid_change_is_reloaded_and_an_invalid_one_keeps_the_last_good
     config_file.write_text(
         f"upstream: {upstream.url}\nrules:\n  - origins: ['http://localhost:3333/']\n  - max_age: -1\n"
     )
-    deadline = time.monotonic() + 5
-    while "config change rejected" not in caplog.text and time.monotonic() < deadline:
+    for _ in range(50):  # the watcher polls once a second
+        if "config change rejected" in caplog.text:
+            break
         await asyncio.sleep(0.1)
     assert "rules[0].origins[0]: 'http://localhost:3333/' ends with '/'" in caplog.text
     assert "(line 4)" in caplog.text
