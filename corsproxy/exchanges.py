@@ -65,22 +65,23 @@ class Exchange:
             None
             if self.upstream_request_headers is None
             else {
-                "url": self.upstream_url,
+                "url": _redact(self.upstream_url or "", self.secrets),
                 "headers": _redacted(self.upstream_request_headers.items(), self.secrets),
             }
         )
         return data
 
 
+def _redact(text: str, secrets: frozenset[str]) -> str:
+    """``text`` with every injected secret replaced by ***, wherever it appears."""
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
 def _redacted(items: Iterable[tuple[str, str]], secrets: frozenset[str]) -> list[list[str]]:
-    """Header pairs with every injected secret replaced by ***, wherever it appears."""
-    shown = []
-    for name, value in items:
-        for secret in secrets:
-            if secret and secret in value:
-                value = value.replace(secret, REDACTED)
-        shown.append([name, value])
-    return shown
+    return [[name, _redact(value, secrets)] for name, value in items]
 
 
 Listener = Callable[[Exchange], None]

@@ -58,6 +58,11 @@ class RawUpstream:
             await self.behaviour(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # Torn down mid-write: a graceful close would wait to flush to a peer that
+            # may never read.
+            writer.transport.abort()
+            raise
         finally:
             writer.close()
             with suppress(ConnectionError):
@@ -90,10 +95,11 @@ async def raw_upstream() -> AsyncIterator[RawUpstreamFactory]:
     for upstream in started:
         assert upstream.server is not None
         upstream.server.close()
-        await upstream.server.wait_closed()
         for task in list(upstream.handlers):
             task.cancel()
         await asyncio.gather(*upstream.handlers, return_exceptions=True)
+        # Waits for every connection to be gone, hence after the handlers.
+        await upstream.server.wait_closed()
 
 
 async def read_request_head(reader: asyncio.StreamReader) -> bytes:

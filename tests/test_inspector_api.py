@@ -244,7 +244,6 @@ async def test_requests_without_origin_are_judged_by_fetch_metadata(
     assert response.status == status
     if status == 403:
         assert "not to a " in await response.text()
-        response.close()
 
 
 async def test_the_proxys_own_origin_is_served_without_cors_headers(
