@@ -257,6 +257,23 @@ podman info >"$RUN_DIR/podman-info.log" 2>&1 ||
 info "podman $(podman version --format '{{.Client.Version}}'), $(podman info --format \
     '{{.Store.GraphDriverName}} storage, {{.Host.NetworkBackend}} networks, {{.Host.OCIRuntime.Name}}')"
 
+# Leftovers of an earlier run killed before its teardown would collide with this one. The lock
+# means no other run uses this store now; networks are machine-wide, so only those whose run's
+# process is gone are removed.
+stale=$(podman ps -a -q --filter name=cpcheck)
+if [[ -n $stale ]]; then
+    info "removing containers left by an earlier, interrupted run"
+    xargs -r podman rm -f -t 1 <<<"$stale" >/dev/null 2>&1
+    podman pod ls -q --filter name=cpcheck | xargs -r podman pod rm -f >/dev/null 2>&1
+fi
+for network in $(podman network ls --format '{{.Name}}' --filter name=cpcheck); do
+    if [[ $network =~ ^cpcheck([0-9]+) ]] && ! kill -0 "${BASH_REMATCH[1]}" 2>/dev/null; then
+        podman network rm -f "$network" >/dev/null 2>&1 || true
+    fi
+done
+podman images --format '{{.Repository}}:{{.Tag}}' --filter reference='localhost/corsproxy:cpcheck*' |
+    xargs -r podman rmi -f >/dev/null 2>&1 || true
+
 # -- 3. static checks --------------------------------------------------------------------------
 
 step "lint: hadolint, docker-compose config, compose-spec schema"
@@ -282,7 +299,7 @@ info "base image pinned in the Dockerfile and the compose example: $PYTHON_BASE"
 
 # -- 4. base images (cached) -------------------------------------------------------------------
 
-step "base images: $BASE_IMAGE and a stand-in for $BASE_REF"
+step "base image $BASE_IMAGE (debootstrap, cached)"
 if podman image exists "$BASE_IMAGE"; then
     info "$BASE_IMAGE: cached"
 else
@@ -296,6 +313,8 @@ else
         podman import - "$BASE_IMAGE" >"$WORKDIR/import.log" 2>&1 || fail "podman import failed"
     rm -rf "$WORKDIR/rootfs"
 fi
+
+step "stand-in for $BASE_REF (cached)"
 if podman image exists "$BASE_REF"; then
     info "$BASE_REF (stand-in): cached"
 else

@@ -8,6 +8,7 @@ on, so the user sees all their mistakes in one run.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -189,7 +190,7 @@ class _Checker:
             self.fail(path, node, "must be a number of seconds")
             return default
         value = self.value(node)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
             self.fail(path, node, f"must be a positive number of seconds, got {node.value!r}")
             return default
         return float(value)

@@ -122,6 +122,9 @@ async def open_upstream(
             502, f"cannot connect to upstream {route.config.upstream}: {_describe(error)}"
         ) from error
     except aiohttp.ClientError as error:
+        if request.transport is None or request.transport.is_closing():
+            # The client hung up before its body was complete: the upstream is not to blame.
+            raise UpstreamFailure(502, "client disconnected before sending its whole body") from error
         raise UpstreamFailure(502, f"upstream {route.config.upstream} failed: {_describe(error)}") from error
 
 

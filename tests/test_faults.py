@@ -11,14 +11,16 @@ import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
+from corsproxy import create_app
 from corsproxy.app import STATE
-from tests.conftest import ProxyFactory, Upstream
+from tests.conftest import ProxyFactory, Upstream, config_from_yaml
 
 LOCAL = "http://localhost:5173"
 SETTLE_SECONDS = 3.0
@@ -71,11 +73,17 @@ class RawUpstream:
             self.changed.set()
             self.handlers.discard(task)
 
-    async def wait_until(self, condition: Callable[[], bool], timeout: float = SETTLE_SECONDS) -> None:
-        async with asyncio.timeout(timeout):
-            while not condition():
-                self.changed.clear()
-                await self.changed.wait()
+    async def wait_until(self, condition: Callable[[], bool], what: str) -> None:
+        try:
+            async with asyncio.timeout(SETTLE_SECONDS):
+                while not condition():
+                    self.changed.clear()
+                    await self.changed.wait()
+        except TimeoutError:
+            raise AssertionError(
+                f"the upstream never {what} (opened {self.opened}, closed {self.closed}, "
+                f"body bytes {self.body_received})"
+            ) from None
 
 
 RawUpstreamFactory = Callable[[Behaviour], Awaitable[RawUpstream]]
@@ -140,7 +148,7 @@ class Harness:
     client: TestClient[Any, Any]
 
     def resources(self) -> Resources:
-        connector = self.client.app[STATE].session.connector  # type: ignore[index]
+        connector = self.client.app[STATE].session.connector
         assert connector is not None
         return Resources(
             acquired=len(connector._acquired),
@@ -173,21 +181,41 @@ class Harness:
                 raise AssertionError(f"resources did not return to {baseline} after the fault: {now}")
             await asyncio.sleep(0.02)
 
+    def assert_recorded_as_client_disconnect(self, path: str) -> None:
+        """The log line and the inspector must blame the client, not the upstream."""
+        recorded = [item for item in self.client.app[STATE].exchanges.recent() if item.path == path]
+        assert len(recorded) == 1
+        assert recorded[0].error is not None
+        assert "client disconnected" in recorded[0].error
+
     async def assert_recovered(self, baseline: Resources) -> None:
         await self.assert_still_serving()
         await self.assert_settled(baseline)
 
 
-HarnessFactory = Callable[[str], Awaitable[Harness]]
+class RunAppTestServer(TestServer):
+    """A test server configured as ``web.run_app`` is: aiohttp's TestServer cancels a
+    handler when its client disconnects, ``run_app`` (what users run) does not."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        kwargs["handler_cancellation"] = False
+        return web.AppRunner(self.app, **kwargs)
+
+
+class HarnessFactory(Protocol):
+    async def __call__(self, faulty_url: str, *, handler_cancellation: bool = True) -> Harness: ...
 
 
 @pytest.fixture
-def harness(upstream: Upstream, make_proxy: ProxyFactory) -> HarnessFactory:
+def harness(
+    upstream: Upstream,
+    make_proxy: ProxyFactory,
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
+) -> HarnessFactory:
     """The proxy with a faulty route on / and a healthy one on /healthy."""
 
-    async def start(faulty_url: str) -> Harness:
-        client = await make_proxy(
-            f"""
+    async def start(faulty_url: str, *, handler_cancellation: bool = True) -> Harness:
+        yaml_text = f"""
 routes:
   - path: /healthy
     upstream: {upstream.url}
@@ -197,10 +225,21 @@ routes:
 rules:
   - origins: ["{LOCAL}"]
 """
-        )
-        return Harness(client)
+        if handler_cancellation:
+            return Harness(await make_proxy(yaml_text))
+        server = RunAppTestServer(create_app(config_from_yaml(yaml_text)))
+        return Harness(await aiohttp_client(server, auto_decompress=False))
 
     return start
+
+
+CANCELLATION = pytest.mark.parametrize(
+    "handler_cancellation",
+    [
+        pytest.param(False, id="as web.run_app runs the proxy"),
+        pytest.param(True, id="as the aiohttp test server runs the proxy"),
+    ],
+)
 
 
 async def read_body(response: aiohttp.ClientResponse) -> bytes | None:
@@ -227,7 +266,9 @@ async def test_an_upstream_refusing_connections_is_a_502(harness: HarnessFactory
 async def test_an_upstream_resetting_mid_status_line_is_a_502(
     harness: HarnessFactory, raw_upstream: RawUpstreamFactory
 ) -> None:
-    async def half_a_status_line_then_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def half_a_status_line_then_reset(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await read_request_head(reader)
         writer.write(b"HTTP/1.1 20")
         await writer.drain()
@@ -277,7 +318,7 @@ async def test_an_upstream_hanging_before_its_headers_is_a_504_and_is_hung_up_on
     assert response.status == 504
     assert "timed out" in await response.text()
     assert response.headers["Access-Control-Allow-Origin"] == LOCAL
-    await faulty.wait_until(lambda: faulty.closed == 1)
+    await faulty.wait_until(lambda: faulty.closed == 1, "saw its connection closed")
     await proxy.assert_recovered(baseline)
 
 
@@ -285,8 +326,12 @@ async def test_an_upstream_hanging_before_its_headers_is_a_504_and_is_hung_up_on
     "garbage",
     [
         pytest.param(b"HELLO WORLD\r\n\r\n", id="a status line that is not HTTP"),
-        pytest.param(b"HTTP/1.1 abc OK\r\nContent-Length: 0\r\n\r\n", id="a status code that is not a number"),
-        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: banana\r\n\r\nhi", id="a non-numeric Content-Length"),
+        pytest.param(
+            b"HTTP/1.1 abc OK\r\nContent-Length: 0\r\n\r\n", id="a status code that is not a number"
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: banana\r\n\r\nhi", id="a non-numeric Content-Length"
+        ),
         pytest.param(b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n", id="a header line without a colon"),
         pytest.param(b"\x00\xff\xfe binary noise\r\n\r\n", id="binary noise"),
     ],
@@ -307,7 +352,7 @@ async def test_an_upstream_sending_an_invalid_response_is_a_502(
     assert response.status == 502
     assert response.headers["Access-Control-Allow-Origin"] == LOCAL
     await response.read()
-    await faulty.wait_until(lambda: faulty.closed == 1)
+    await faulty.wait_until(lambda: faulty.closed == 1, "saw its connection closed")
     await proxy.assert_recovered(baseline)
 
 
@@ -431,7 +476,7 @@ async def test_an_idle_keep_alive_connection_closed_by_the_upstream_is_not_reuse
         response = await proxy.client.get("/api", headers={"Origin": LOCAL})
         await response.read()
         statuses.append(response.status)
-        await faulty.wait_until(lambda: faulty.closed == faulty.opened)
+        await faulty.wait_until(lambda: faulty.closed == faulty.opened, "closed its idle connection")
     assert statuses == [200, 200, 200]
     assert faulty.opened == 3
     await proxy.assert_recovered(baseline)
@@ -458,8 +503,9 @@ async def test_a_keep_alive_connection_closed_right_after_its_response_does_not_
 # -- clients that go away ----------------------------------------------------------------
 
 
+@CANCELLATION
 async def test_a_client_disconnecting_mid_upload_cancels_the_upstream_request(
-    harness: HarnessFactory, raw_upstream: RawUpstreamFactory
+    harness: HarnessFactory, raw_upstream: RawUpstreamFactory, handler_cancellation: bool
 ) -> None:
     declared = 1_000_000
 
@@ -470,7 +516,7 @@ async def test_a_client_disconnecting_mid_upload_cancels_the_upstream_request(
             faulty.changed.set()
 
     faulty = await raw_upstream(read_the_body)
-    proxy = await harness(faulty.url)
+    proxy = await harness(faulty.url, handler_cancellation=handler_cancellation)
     baseline = await proxy.baseline()
     half_sent = asyncio.Event()
 
@@ -486,18 +532,21 @@ async def test_a_client_disconnecting_mid_upload_cancels_the_upstream_request(
             headers={"Origin": LOCAL, "Content-Length": str(declared)},
         )
     )
-    await faulty.wait_until(lambda: faulty.body_received >= declared // 2)
+    await faulty.wait_until(lambda: faulty.body_received >= declared // 2, "received half the body")
     assert half_sent.is_set()
     upload.cancel()
     with suppress(asyncio.CancelledError):
         await upload
-    await faulty.wait_until(lambda: faulty.closed == 1)
+    await faulty.wait_until(lambda: faulty.closed == 1, "saw its connection closed")
     assert faulty.body_received == declared // 2
     await proxy.assert_recovered(baseline)
+    if not handler_cancellation:
+        proxy.assert_recorded_as_client_disconnect("/upload")
 
 
+@CANCELLATION
 async def test_a_client_disconnecting_mid_download_cancels_the_upstream_response(
-    harness: HarnessFactory, raw_upstream: RawUpstreamFactory
+    harness: HarnessFactory, raw_upstream: RawUpstreamFactory, handler_cancellation: bool
 ) -> None:
     sent = 0
 
@@ -512,14 +561,16 @@ async def test_a_client_disconnecting_mid_download_cancels_the_upstream_response
             sent += len(chunk)
 
     faulty = await raw_upstream(endless_body)
-    proxy = await harness(faulty.url)
+    proxy = await harness(faulty.url, handler_cancellation=handler_cancellation)
     baseline = await proxy.baseline()
     response = await proxy.client.get("/download", headers={"Origin": LOCAL})
     assert response.status == 200
     assert len(await response.content.readexactly(100_000)) == 100_000
     response.close()
-    await faulty.wait_until(lambda: faulty.closed == 1)
+    await faulty.wait_until(lambda: faulty.closed == 1, "saw its connection closed")
     sent_at_close = sent
     await asyncio.sleep(0.1)
     assert sent == sent_at_close
     await proxy.assert_recovered(baseline)
+    if not handler_cancellation:
+        proxy.assert_recorded_as_client_disconnect("/download")

@@ -4,6 +4,7 @@ generated input. Each property states what must hold for every input, not for a 
 from __future__ import annotations
 
 import re
+from contextlib import suppress
 
 import yaml
 from hypothesis import example, given, settings
@@ -18,10 +19,17 @@ from corsproxy.schema import parse_config
 
 FAST = settings(max_examples=200, deadline=None)
 
-LABEL = st.from_regex(r"[a-z0-9](?:[a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
+# A DNS label: letters, digits and inner hyphens (RFC 1123 section 2.1).
+LABEL = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=10).map(
+    lambda text: text.strip("-") or "a"
+)
 LABELS = st.lists(LABEL, min_size=1, max_size=4).map(".".join)
 VALID_PORT = st.integers(min_value=1, max_value=65535)
-HEADER_NAME = st.from_regex(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,12}", fullmatch=True)
+HEADER_NAME = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+.^_`|~-",
+    min_size=1,
+    max_size=12,
+)
 
 
 # -- origin patterns ---------------------------------------------------------------
@@ -84,7 +92,9 @@ def test_a_port_wildcard_matches_localhost_on_every_port(port: int) -> None:
 @given(
     scheme=st.sampled_from(["http", "https", "ws", "HTTP"]),
     host=st.one_of(
-        st.sampled_from(["localhost.evil.com", "localhostx", "evil-localhost", "evil.localhost", "LOCALHOST"]),
+        st.sampled_from(
+            ["localhost.evil.com", "localhostx", "evil-localhost", "evil.localhost", "LOCALHOST"]
+        ),
         st.builds("localhost.{}".format, LABELS),
         st.builds("{}localhost".format, LABEL),
         LABELS,
@@ -143,10 +153,8 @@ def test_an_exact_pattern_matches_only_the_identical_string(origin: str, other: 
 @example(text="http://[::1")
 @example(text="http://localhost:99999")
 def test_parsing_an_origin_pattern_raises_nothing_but_origin_pattern_error(text: str) -> None:
-    try:
+    with suppress(OriginPatternError):
         parse_origin_pattern(text)
-    except OriginPatternError:
-        pass
 
 
 @FAST
@@ -194,10 +202,8 @@ def test_a_cors_decision_never_raises_whatever_the_origin_header(origin: str, pa
 @FAST
 @given(glob=st.one_of(st.text(max_size=30), st.builds("/{}".format, st.text(max_size=30))))
 def test_compiling_a_glob_raises_nothing_but_glob_error(glob: str) -> None:
-    try:
+    with suppress(GlobError):
         compile_glob(glob)
-    except GlobError:
-        pass
 
 
 @FAST
@@ -293,9 +299,8 @@ def test_a_preflight_decision_ignores_order_case_and_spacing_of_requested_header
     policy = Policy((PREFLIGHT_RULES[rule],))
     canonical = policy.preflight("/", "http://localhost:5173", "POST", ", ".join(requested))
     shuffled = data.draw(st.permutations(requested))
-    recased = [
-        "".join(data.draw(st.sampled_from([char.lower(), char.upper()])) for char in name) for name in shuffled
-    ]
+    upper = data.draw(st.lists(st.booleans(), min_size=32, max_size=32))
+    recased = ["".join(c.upper() if upper[i] else c.lower() for i, c in enumerate(name)) for name in shuffled]
     separators = data.draw(st.lists(SEPARATOR, min_size=3, max_size=3))
     edges = data.draw(st.tuples(st.sampled_from(["", " ,"]), st.sampled_from(["", ", "])))
     varied = policy.preflight("/", "http://localhost:5173", "POST", join_with(recased, separators, edges))
@@ -347,7 +352,9 @@ DOCUMENTS = st.recursive(
 
 # YAML as text, with the tags and shapes a Python dump never writes: explicit tags on
 # scalars, collections as keys, aliases.
-TAGS = st.sampled_from(["", "", "", "!!int ", "!!float ", "!!bool ", "!!timestamp ", "!!binary ", "!x ", "!!set "])
+TAGS = st.sampled_from(
+    ["", "", "", "!!int ", "!!float ", "!!bool ", "!!timestamp ", "!!binary ", "!x ", "!!set "]
+)
 RAW_SCALARS = st.one_of(
     st.sampled_from(["1", "abc", "2020-99-99", "@@", ".nan", "-.inf", "~", "'a'", "http://a", "/x"]),
     st.from_regex(r"[a-z0-9_.:/*-]{1,10}", fullmatch=True),
@@ -356,9 +363,9 @@ RAW_YAML = st.recursive(
     RAW_SCALARS,
     lambda children: st.one_of(
         st.lists(children, max_size=4).map(lambda items: "[" + ", ".join(items) + "]"),
-        st.lists(
-            st.tuples(st.one_of(KEYS, children.map("? {}".format)), children), max_size=4
-        ).map(lambda pairs: "{" + ", ".join(f"{key}: {value}" for key, value in pairs) + "}"),
+        st.lists(st.tuples(st.one_of(KEYS, children.map("? {}".format)), children), max_size=4).map(
+            lambda pairs: "{" + ", ".join(f"{key}: {value}" for key, value in pairs) + "}"
+        ),
     ),
     max_leaves=20,
 )
