@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -192,6 +193,8 @@ async def health(request: web.Request) -> web.Response:
         {
             "status": "ok",
             "version": __version__,
+            # Tells --workers processes apart.
+            "pid": os.getpid(),
             "config": config.source,
             "routes": [{"path": route.path, "upstream": route.upstream} for route in config.routes],
             "uptime_seconds": round(time.time() - state.started, 3),

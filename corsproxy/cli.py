@@ -7,6 +7,7 @@ containers); a flag beats the environment, which beats the file, which beats the
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import logging
 import os
@@ -85,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"'*' turns the DNS-rebinding guard off (env {ENV_ALLOWED_HOSTS}, comma-separated)",
     )
     serve.add_argument("--no-reload", action="store_true", help="do not watch the config file for changes")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes sharing the port (SO_REUSEPORT), for machines with cores to spare; default 1",
+    )
     _add_log_level(serve)
 
     validate = commands.add_parser("validate", help="check a config file and print what it resolves to")
@@ -221,21 +229,47 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if warning:
         print(f"WARNING: {warning}", file=sys.stderr)
     ssl_context = server_tls_context(config)
-    print(banner(config), flush=True)
+    workers = args.workers
+    if workers < 1:
+        raise UsageError(f"--workers must be 1 or more, got {workers}")
+    if workers > 1 and port == 0:
+        raise UsageError("--workers needs a fixed --port: with port 0 each worker would get its own")
+    print(banner(config) + (f"\n  {workers} workers sharing the port" if workers > 1 else ""), flush=True)
+
+    def serve_one() -> int:
+        try:
+            web.run_app(
+                create_app(config, watch=watch),
+                ssl_context=ssl_context,
+                host=host,
+                port=port,
+                shutdown_timeout=args.grace,
+                access_log=None,
+                print=None,
+                handle_signals=True,
+                reuse_port=workers > 1,
+                loop=fast_event_loop(),
+            )
+        except OSError as error:
+            print(f"corsproxy: cannot listen on {host}:{port}: {error.strerror or error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        return EXIT_OK
+
+    if workers == 1:
+        return serve_one()
+    from corsproxy.workers import run_workers
+
+    return run_workers(workers, serve_one)
+
+
+def fast_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed (``pip install 'corsproxy[speed]'``), else asyncio's own loop."""
     try:
-        web.run_app(
-            create_app(config, watch=watch),
-            ssl_context=ssl_context,
-            host=host,
-            port=port,
-            shutdown_timeout=args.grace,
-            access_log=None,
-            print=None,
-            handle_signals=True,
-        )
-    except OSError as error:
-        raise UsageError(f"cannot listen on {host}:{port}: {error.strerror or error}") from error
-    return EXIT_OK
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
 
 
 def server_tls_context(config: Config) -> ssl.SSLContext | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -234,6 +235,39 @@ def test_sigterm_lets_an_in_flight_request_finish(
     assert answer.endswith(b"finished")
     proxy.communicate(timeout=10)
     assert proxy.returncode == 0
+
+
+def test_workers_share_one_port_and_all_stop_on_sigterm(started: list[subprocess.Popen[str]]) -> None:
+    upstream_port, proxy_port = free_port(), free_port()
+    spawn(started, "demo", "--port", str(upstream_port))
+    wait_for_port(upstream_port, started[0])
+    proxy = spawn(
+        started,
+        "serve",
+        "--upstream",
+        f"http://127.0.0.1:{upstream_port}",
+        "--port",
+        str(proxy_port),
+        "--workers",
+        "2",
+    )
+    wait_for_port(proxy_port, proxy)
+    answers = [
+        http(proxy_port, f"GET /echo HTTP/1.1\nHost: 127.0.0.1\nOrigin: {LOCAL}\nConnection: close\n")
+        for _ in range(20)
+    ]
+    assert all(answer.startswith("HTTP/1.1 200") for answer in answers)
+    assert all(f"Access-Control-Allow-Origin: {LOCAL}" in answer for answer in answers)
+    health = [
+        http(proxy_port, "GET /__corsproxy/health HTTP/1.1\nHost: 127.0.0.1\nConnection: close\n")
+        for _ in range(40)
+    ]
+    pids = {json.loads(answer.split("\r\n\r\n", 1)[1])["pid"] for answer in health}
+    assert len(pids) == 2, "the kernel spreads 40 new connections over both workers"
+    proxy.send_signal(signal.SIGTERM)
+    out, _ = proxy.communicate(timeout=15)
+    assert proxy.returncode == 0
+    assert "2 workers sharing the port" in out
 
 
 @pytest.mark.parametrize(
