@@ -24,6 +24,7 @@ EXIT_CANNOT_RUN=77
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORKDIR=${CONTAINER_CHECK_WORKDIR:-/tmp/corsproxy-container-check}
 VENV=${CONTAINER_CHECK_VENV:-}
+ARGS=("$@")
 
 while (($#)); do
     case $1 in
@@ -33,6 +34,15 @@ while (($#)); do
         *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
     esac
 done
+
+# One run at a time per work dir: runs share the venv, the image store and the base-image cache.
+# The lock is held by flock(1) itself (-o): containers started by this run do not inherit it, so
+# a run that was killed does not keep the next one waiting.
+mkdir -p "$WORKDIR"
+if [[ ${CONTAINER_CHECK_LOCKED:-} != "$WORKDIR" ]]; then
+    flock -n "$WORKDIR/lock" true || echo "==> waiting for another container check to finish"
+    exec env CONTAINER_CHECK_LOCKED="$WORKDIR" flock -o -w 1200 "$WORKDIR/lock" bash "$0" "${ARGS[@]}"
+fi
 
 APT_PACKAGES=(podman buildah runc catatonit containernetworking-plugins debootstrap uidmap
     golang-github-containernetworking-plugin-dnsname docker-compose curl ca-certificates)
@@ -180,6 +190,9 @@ cleanup() {
         info "containers, pods, networks and $IMAGE removed; base images kept in $WORKDIR"
     fi
     rm -rf "$RUN_DIR"
+    if ((status == 0)) && [[ -z $COMPLETED ]]; then
+        status=1 # an `exit 0` from somewhere unexpected is not a pass
+    fi
     if ((status == 0)); then
         printf '\nsummary:\n'
         printf '%s\n' "${SUMMARY[@]}"
@@ -191,13 +204,13 @@ cleanup() {
     exit "$status"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+COMPLETED=""
 
 # -- 1. tools ----------------------------------------------------------------------------------
 
-mkdir -p "$WORKDIR" "$RUN_DIR"
-# One run at a time per work dir: they share the venv, the image store and the base-image cache.
-exec 9>"$WORKDIR/lock"
-flock -w 1200 9 || fail "another container check has held $WORKDIR/lock for 20 minutes"
+mkdir -p "$RUN_DIR"
 
 step "install podman and friends (apt, only what is missing)"
 missing=()
@@ -264,8 +277,9 @@ stale=$(podman ps -a -q --filter name=cpcheck)
 if [[ -n $stale ]]; then
     info "removing containers left by an earlier, interrupted run"
     xargs -r podman rm -f -t 1 <<<"$stale" >/dev/null 2>&1
-    podman pod ls -q --filter name=cpcheck | xargs -r podman pod rm -f >/dev/null 2>&1
 fi
+podman pod ls -q --filter name=cpcheck | xargs -r podman pod rm -f >/dev/null 2>&1
+find "$WORKDIR/runs" -mindepth 1 -maxdepth 1 ! -name "$RUN_ID" -exec rm -rf {} +
 for network in $(podman network ls --format '{{.Name}}' --filter name=cpcheck); do
     if [[ $network =~ ^cpcheck([0-9]+) ]] && ! kill -0 "${BASH_REMATCH[1]}" 2>/dev/null; then
         podman network rm -f "$network" >/dev/null 2>&1 || true
@@ -539,3 +553,4 @@ fi
 info "health 200, preflight 204, unreachable upstream 502 with CORS headers, token never shown"
 compose_down "${RUN_ID}third"
 end_step
+COMPLETED=yes
