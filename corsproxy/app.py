@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -25,7 +26,7 @@ from yarl import URL
 from corsproxy.config import Config
 from corsproxy.cors_headers import PREFLIGHT_VARY_TOKENS, VARY_ORIGIN, add_cors_headers
 from corsproxy.exchanges import Exchange, ExchangeLog
-from corsproxy.guards import HostGuard, host_guard_middleware
+from corsproxy.guards import HostGuard
 from corsproxy.inspector import add_inspector_routes
 from corsproxy.policy import NO_ORIGIN, Decision, Policy
 from corsproxy.reload import watch_config
@@ -146,7 +147,6 @@ def create_app(config: Config, watch: Path | None = None) -> web.Application:
     state = ProxyState(Runtime.build(config))
     size = config.server.max_header_size
     app = web.Application(
-        middlewares=[host_guard_middleware(lambda: state.runtime.host_guard)],
         # Longer request lines or header fields get a 400 naming the limit from the parser.
         handler_args={"max_line_size": size, "max_field_size": size},
     )
@@ -186,7 +186,18 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     state._session = None
 
 
+def host_refusal(request: web.Request) -> web.Response | None:
+    """The DNS-rebinding guard, called first by every handler. A plain call rather than a
+    middleware: aiohttp wraps the handler anew for every request when a middleware is set."""
+    guard = request.app[STATE].runtime.host_guard
+    host = request.headers.get("Host")
+    return None if guard.allows(host) else guard.refusal(host)
+
+
 async def health(request: web.Request) -> web.Response:
+    refused = host_refusal(request)
+    if refused is not None:
+        return refused
     state = request.app[STATE]
     config = state.runtime.config
     return web.json_response(
@@ -203,6 +214,9 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def own_not_found(request: web.Request) -> web.Response:
+    refused = host_refusal(request)
+    if refused is not None:
+        return refused
     return web.Response(
         status=404,
         text=f"{request.path}: no such corsproxy endpoint; /__corsproxy/ belongs to the proxy itself\n",
@@ -211,6 +225,9 @@ async def own_not_found(request: web.Request) -> web.Response:
 
 async def proxy(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
+    refused = host_refusal(request)
+    if refused is not None:
+        return refused
     state = request.app[STATE]
     runtime = state.runtime
     origin = request.headers.get("Origin")
@@ -367,9 +384,17 @@ async def upstream_slot(state: ProxyState, route: Route) -> AsyncIterator[None]:
 
 def answer_preflight(decision: Decision) -> web.Response:
     """204 with the CORS headers, or 403 whose body says what failed. Never forwarded."""
+    status, headers, body = _preflight_answer(decision)
+    return web.Response(status=status, headers=headers, body=body)
+
+
+@functools.lru_cache(maxsize=4096)
+def _preflight_answer(decision: Decision) -> tuple[int, tuple[tuple[str, str], ...], bytes | None]:
+    """Decisions are cached per request shape, so their answers are built once too."""
     headers: CIMultiDict[str] = CIMultiDict()
     add_cors_headers(headers, decision, PREFLIGHT_VARY_TOKENS)
     if decision.allowed:
-        return web.Response(status=204, headers=headers)
-    body = f"CORS preflight refused by corsproxy: {decision.reason}\n"
-    return web.Response(status=403, headers=headers, text=body)
+        return 204, tuple(headers.items()), None
+    headers["Content-Type"] = "text/plain; charset=utf-8"
+    body = f"CORS preflight refused by corsproxy: {decision.reason}\n".encode()
+    return 403, tuple(headers.items()), body

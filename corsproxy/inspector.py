@@ -102,6 +102,9 @@ def own_origin_only(handler: Handler) -> Handler:
     security headers to every response."""
 
     async def guarded(request: web.Request) -> web.StreamResponse:
+        wrong_host = proxy_app.host_refusal(request)
+        if wrong_host is not None:
+            return wrong_host
         own = f"{request.scheme}://{request.host}"
         refused = _foreign(request, own)
         if refused is not None:
