@@ -39,6 +39,7 @@ from common import (
     python_for_project,
     rss_bytes,
     run_downloads,
+    run_wrk,
     start_upstream,
     wait_http,
 )
@@ -62,7 +63,13 @@ end
 
 
 def capped_wrk(url: str, requests: int, connections: int, bound: float, tmp: Path) -> dict[str, float]:
-    """Exactly ``requests`` responses counted by lua (one wrk thread), within ``bound`` seconds."""
+    """Exactly ``requests`` responses, counted and stopped by lua (one wrk thread).
+
+    wrk's thread:stop() ends the load but wrk still waits out -d, so -d is sized from a
+    2 s probe of the rate (twice the expected time, plus 5 s), never beyond ``bound``."""
+    probe = run_wrk(url, 2, connections, headers={"Origin": ORIGIN})
+    expected = requests / max(probe.rps, 1.0)
+    duration = min(bound, 2 * expected + 5)
     script = tmp / f"capped-{requests}.lua"
     script.write_text(CAPPED_LUA.format(origin=ORIGIN, limit=requests))
     argv = [
@@ -72,7 +79,7 @@ def capped_wrk(url: str, requests: int, connections: int, bound: float, tmp: Pat
         "wrk",
         "-t1",
         f"-c{connections}",
-        f"-d{int(bound)}s",
+        f"-d{int(duration)}s",
         "--timeout",
         "10s",
         "--latency",
@@ -80,9 +87,7 @@ def capped_wrk(url: str, requests: int, connections: int, bound: float, tmp: Pat
         str(script),
         url,
     ]
-    started = time.monotonic()
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=bound + 60, check=False)
-    elapsed = time.monotonic() - started
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed: {done.stderr}")
     result = parse_wrk(done.stdout)
@@ -90,10 +95,10 @@ def capped_wrk(url: str, requests: int, connections: int, bound: float, tmp: Pat
     total, bad = (int(capped[1]), int(capped[2])) if capped else (0, 0)
     return {
         "responses": total,
-        "non_200": bad,
+        "non_200": bad + probe.errors,
         "wrk_errors": result.errors,
-        "seconds": elapsed,
-        "rps": total / elapsed,
+        "seconds": duration,
+        "rps": probe.rps,
         "p99_ms": result.p99_ms or 0.0,
     }
 
@@ -146,8 +151,8 @@ def main() -> int:
         growth = (rss_after - rss_warm) / rss_warm
         errors = int(run["non_200"] + run["wrk_errors"] + first["non_200"] + first["wrk_errors"])
         print(
-            f"(a) {int(run['responses'])} responses in {run['seconds']:.1f} s "
-            f"({run['rps']:,.0f} req/s, p99 {run['p99_ms']:.1f} ms) at concurrency {args.concurrency}; "
+            f"(a) {int(run['responses'])} responses within a {run['seconds']:.0f} s window "
+            f"(probe {run['rps']:,.0f} req/s, p99 {run['p99_ms']:.1f} ms) at concurrency {args.concurrency}; "
             f"errors {errors} (non-200 {int(run['non_200'])}, socket {int(run['wrk_errors'])}); "
             f"RSS after warm-up {rss_warm:.1f} MiB, after run {rss_after:.1f} MiB ({growth:+.1%})"
         )
