@@ -269,9 +269,12 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     try:
         if is_websocket_upgrade(request):
             return await open_websocket(request, state, route, decision, target, sent_headers, started)
-        async with upstream_slot(state, route):
+        await take_upstream_slot(state, route)
+        try:
             upstream = await open_upstream(state.session, request, route, target, sent_headers)
             return await relay(request, route, state, upstream, decision, started, target, sent_headers)
+        finally:
+            state.upstream_slots.release()
     except UpstreamFailure as failure:
         # Rule 7 of the design: CORS headers on the proxy's own errors too, so the page
         # can read "502 cannot connect" instead of a misleading CORS error.
@@ -364,10 +367,14 @@ def refuse_before_forwarding(request: web.Request, route: Route, decision: Decis
     return None
 
 
-@contextlib.asynccontextmanager
-async def upstream_slot(state: ProxyState, route: Route) -> AsyncIterator[None]:
-    """One of server.max_upstream_connections; waits up to the route's connect timeout."""
+async def take_upstream_slot(state: ProxyState, route: Route) -> None:
+    """One of server.max_upstream_connections; the caller releases it. When all are taken,
+    wait up to the route's connect timeout, then answer 503."""
     slots = state.upstream_slots
+    if not slots.locked():
+        # A free slot is taken at once; a timeout would cost a timer on every request.
+        await slots.acquire()
+        return
     try:
         async with asyncio.timeout(route.config.connect_timeout):
             await slots.acquire()
@@ -376,10 +383,6 @@ async def upstream_slot(state: ProxyState, route: Route) -> AsyncIterator[None]:
         raise UpstreamFailure(
             503, f"too many requests in flight to upstreams (server.max_upstream_connections: {limit})"
         ) from None
-    try:
-        yield
-    finally:
-        slots.release()
 
 
 def answer_preflight(decision: Decision) -> web.Response:
