@@ -105,6 +105,10 @@ class Finding:
     message: str
 
 
+# 0x7F is a CORS-unsafe request-header byte and no safelisted MIME type or range.
+UNSAFE_PLACEHOLDER = "\x7f"
+
+
 @dataclass(frozen=True)
 class BrowserRequest:
     """A cross-origin ``fetch()`` as the browser holds it before sending anything."""
@@ -118,6 +122,15 @@ class BrowserRequest:
     @property
     def unsafe_header_names(self) -> list[str]:
         return unsafe_header_names(self.headers)
+
+    @classmethod
+    def from_preflight(
+        cls, origin: str, method: str, requested: list[str], credentials: bool = False
+    ) -> BrowserRequest:
+        """The request a preflight announces. A preflight names the headers but not their
+        values; the browser lists only headers that are not CORS-safelisted (Fetch,
+        "CORS-unsafe request-header names"), so each is given a value that is never safelisted."""
+        return cls(origin, method, tuple((name, UNSAFE_PLACEHOLDER) for name in requested), credentials)
 
 
 def is_forbidden_header_name(name: str) -> bool:

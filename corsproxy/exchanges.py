@@ -57,8 +57,35 @@ class Exchange:
             "error": self.error,
         }
 
+    def browser_verdict(self) -> dict[str, Any] | None:
+        """What the browser concludes from the response the proxy sent, by the same checks
+        as `corsproxy check` (browser.py). Computed when asked for, never on the request path."""
+        if self.origin is None:
+            return None
+        from corsproxy.browser import BrowserRequest, check_preflight, check_response
+        from corsproxy.headers import split_list
+
+        answer = list(self.response_headers.items())
+        if self.preflight:
+            requested = split_list(self.request_headers.get("Access-Control-Request-Headers"))
+            method = self.request_headers.get("Access-Control-Request-Method", "")
+            # A preflight carries no cookies, so whether the page will use credentials is unknown.
+            credentials = False
+            request = BrowserRequest.from_preflight(self.origin, method, requested, credentials)
+            findings = check_preflight(request, self.status, answer)
+        else:
+            # A browser sends Cookie only in credentials mode "include" (or same-site "same-origin").
+            credentials = "Cookie" in self.request_headers
+            findings = check_response(BrowserRequest(self.origin, self.method, (), credentials), answer)
+        return {
+            "allowed": not findings,
+            "credentials_assumed": credentials,
+            "findings": [{"code": str(f.code), "message": f.message} for f in findings],
+        }
+
     def detail(self) -> dict[str, Any]:
         data = self.summary()
+        data["browser"] = self.browser_verdict()
         data["request_headers"] = _redacted(self.request_headers.items(), self.secrets)
         data["response_headers"] = _redacted(self.response_headers.items(), self.secrets)
         data["upstream_request"] = (

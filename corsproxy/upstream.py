@@ -23,6 +23,10 @@ from corsproxy.routing import Route
 
 log = logging.getLogger("corsproxy")
 
+# Read up to this much at a time: read(n) returns whatever has arrived, so event streams
+# still flow event by event, while bounded, equal-sized buffers keep memory flat.
+READ_CHUNK = 64 * 1024
+
 # aiohttp's client adds these when absent; a proxy must not invent request headers.
 SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
@@ -174,7 +178,7 @@ async def stream_response(
     connection is aborted, so the client sees a truncated body, never a complete-looking one."""
     try:
         await response.prepare(request)
-        async for chunk in upstream.content.iter_any():
+        async for chunk in upstream.content.iter_chunked(READ_CHUNK):
             await response.write(chunk)
         await response.write_eof()
     except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as error:

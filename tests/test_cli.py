@@ -206,6 +206,26 @@ def test_serve_reads_its_settings_from_the_environment(
     assert "Access-Control-Allow-Credentials: true" in answer
 
 
+def test_serve_finds_its_config_file_through_the_environment(
+    started: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    upstream_port, proxy_port = free_port(), free_port()
+    spawn(started, "demo", "--port", str(upstream_port))
+    wait_for_port(upstream_port, started[0])
+    config = tmp_path / "corsproxy.yaml"
+    config.write_text(
+        f"server:\n  port: {proxy_port}\nupstream: http://127.0.0.1:{upstream_port}\n"
+        "rules:\n  - origins: ['https://from-the-file.example']\n"
+    )
+    proxy = spawn(started, "serve", env={"CORSPROXY_CONFIG": str(config)})
+    wait_for_port(proxy_port, proxy)
+    answer = http(
+        proxy_port,
+        "GET /echo HTTP/1.1\nHost: 127.0.0.1\nOrigin: https://from-the-file.example\nConnection: close\n",
+    )
+    assert "Access-Control-Allow-Origin: https://from-the-file.example" in answer
+
+
 def test_sigterm_lets_an_in_flight_request_finish(
     started: list[subprocess.Popen[str]], tmp_path: Path
 ) -> None:

@@ -335,3 +335,43 @@ async def test_a_reconnecting_stream_gets_only_what_it_missed(
     assert name == "snapshot"
     assert [item["path"] for item in snapshot] == ["/api/missed"]
     stream.close()
+
+
+@pytest.mark.parametrize(
+    ("request_headers", "method", "allowed", "codes"),
+    [
+        pytest.param({"Origin": FRONTEND}, "GET", True, [], id="an allowed GET is one the browser accepts"),
+        pytest.param(
+            {
+                "Origin": FRONTEND,
+                "Access-Control-Request-Method": "PUT",
+                "Access-Control-Request-Headers": "x-foo",
+            },
+            "OPTIONS",
+            False,
+            ["preflight-failed", "missing-allow-origin"],
+            id="a refused preflight is one the browser rejects",
+        ),
+        pytest.param(
+            {"Origin": "https://evil.example"},
+            "GET",
+            False,
+            ["missing-allow-origin"],
+            id="a refused origin's response is one the browser will not let the page read",
+        ),
+    ],
+)
+async def test_each_exchange_carries_the_browsers_verdict_on_the_proxys_answer(
+    upstream: Upstream,
+    make_proxy: ProxyFactory,
+    request_headers: dict[str, str],
+    method: str,
+    allowed: bool,
+    codes: list[str],
+) -> None:
+    client = await start(upstream, make_proxy)
+    await client.request(method, "/api/items", headers=request_headers)
+    [summary] = await get_json(client, "/__corsproxy/api/exchanges?limit=1")
+    detail = await get_json(client, f"/__corsproxy/api/exchanges/{summary['id']}")
+    assert detail["browser"]["allowed"] is allowed
+    assert [finding["code"] for finding in detail["browser"]["findings"]] == codes

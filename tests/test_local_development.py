@@ -266,3 +266,24 @@ rules:
         "/billing/invoices": {"upstream": "billing", "path": "/api/invoices"},
         "/secure/data": {"upstream": "secure", "path": "/data"},
     }
+
+
+async def test_a_request_in_flight_during_a_reload_finishes_under_the_config_it_started_with(
+    upstream: Upstream, aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]], tmp_path: Path
+) -> None:
+    config_file = tmp_path / "corsproxy.yaml"
+    config_file.write_text(f"upstream: {upstream.url}\nrules:\n  - origins: ['http://localhost:1111']\n")
+    client = await aiohttp_client(create_app(load_config(config_file, {}), watch=config_file))
+    slow = asyncio.create_task(client.get("/slow?delay=2.5", headers={"Origin": "http://localhost:1111"}))
+    await asyncio.sleep(0.3)
+    config_file.write_text(f"upstream: {upstream.url}\nrules:\n  - origins: ['http://localhost:2222']\n")
+    for _ in range(50):  # the watcher polls once a second
+        fresh = await client.get("/", headers={"Origin": "http://localhost:2222"})
+        if "Access-Control-Allow-Origin" in fresh.headers:
+            break
+        await asyncio.sleep(0.1)
+    assert not slow.done(), "the reload happened while the slow request was still in flight"
+    finished = await slow
+    assert finished.status == 200
+    assert await finished.text() == "late"
+    assert finished.headers["Access-Control-Allow-Origin"] == "http://localhost:1111"

@@ -131,6 +131,17 @@ async function selectExchange(id) {
   const decision = $("#detail-decision");
   decision.className = `decision ${detail.cors.allowed ? "allowed" : "refused"}`;
   decision.textContent = decisionText(detail.cors);
+  const browser = detail.browser;
+  const verdict = $("#detail-browser");
+  verdict.hidden = browser === null;
+  if (browser !== null) {
+    verdict.className = `verdict ${browser.allowed ? "allowed" : "refused"}`;
+    const credentials = browser.credentials_assumed ? "with credentials" : "without credentials";
+    verdict.textContent = browser.allowed
+      ? `The browser accepts this answer (${credentials}).`
+      : `The browser rejects this answer (${credentials}): ` +
+        browser.findings.map((finding) => `${finding.code}: ${finding.message}`).join("; ");
+  }
   $("#detail-error").hidden = !detail.error;
   $("#detail-error").textContent = detail.error ? `Error: ${detail.error}` : "";
   fillHeaders($("#detail-request"), detail.request_headers);

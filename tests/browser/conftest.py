@@ -100,6 +100,17 @@ def upstream_app(seen: list[Seen]) -> web.Application:
         response.set_cookie("session", "s3cr3t-session", path="/", httponly=True, samesite="Lax")
         return response
 
+    async def production_login(request: web.Request) -> web.Response:
+        """A login as a real API on https sends it: a cookie that would never stick on
+        http://localhost as it is. The proxy adapts it (Domain, Secure, SameSite, Path)."""
+        await remember(request)
+        response = web.json_response({"logged_in": True})
+        response.headers.add(
+            "Set-Cookie",
+            "__Host-sid=prod-session; Domain=api.example.com; Path=/; Secure; HttpOnly; SameSite=None",
+        )
+        return response
+
     async def echo(request: web.Request) -> web.Response:
         entry = await remember(request)
         return web.json_response(
@@ -109,6 +120,7 @@ def upstream_app(seen: list[Seen]) -> web.Application:
 
     app = web.Application()
     app.router.add_route("*", "/login", login)
+    app.router.add_route("*", "/production-login", production_login)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
 

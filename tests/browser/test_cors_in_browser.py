@@ -88,6 +88,25 @@ def test_a_cookie_set_by_the_upstream_through_the_proxy_is_sent_back_with_creden
     assert "Cookie" not in anonymous.headers
 
 
+def test_a_production_login_cookie_sticks_on_localhost_and_is_sent_back(fresh_stack: Stack, tab: Tab) -> None:
+    tab.page.goto(fresh_stack.page_url)
+    api = f"{fresh_stack.proxy}/api"
+
+    login = tab.fetch(f"{api}/production-login", {"credentials": "include"})
+    with_cookie = tab.fetch(f"{api}/whoami-prod", {"credentials": "include"})
+
+    assert login["fetched"], login
+    assert with_cookie["fetched"], with_cookie
+    # Sent as Domain=api.example.com; Secure; SameSite=None, Chromium would have dropped it.
+    [stored] = tab.page.context.cookies()
+    assert stored["domain"] == "localhost"
+    assert stored["path"] == "/api"
+    assert stored["secure"] is False
+    # The upstream gets the cookie back under the name it set.
+    [whoami] = fresh_stack.upstream_saw("GET", "/whoami-prod")
+    assert whoami.headers["Cookie"] == "__Host-sid=prod-session"
+
+
 def test_an_exposed_header_is_readable_and_an_unexposed_one_is_not(fresh_stack: Stack, tab: Tab) -> None:
     tab.page.goto(fresh_stack.page_url)
 
