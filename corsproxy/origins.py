@@ -42,8 +42,8 @@ class OriginPattern:
             return True
         if self.kind == "exact":
             return origin == self.text
-        assert self.regex is not None  # set for every wildcard and regex pattern
-        return self.regex.fullmatch(origin) is not None
+        # Every wildcard and regex pattern has its regex; anything else matches nothing.
+        return self.regex is not None and self.regex.fullmatch(origin) is not None
 
 
 def parse_origin_pattern(text: str) -> OriginPattern:

@@ -290,6 +290,46 @@ def test_workers_share_one_port_and_all_stop_on_sigterm(started: list[subprocess
     assert "2 workers sharing the port" in out
 
 
+def test_sigterm_refuses_new_connections_and_exits_within_the_grace_period(
+    started: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    upstream_port, proxy_port = free_port(), free_port()
+    hung_upstream = tmp_path / "hung.py"
+    hung_upstream.write_text(
+        "import asyncio\nfrom aiohttp import web\n"
+        "async def hang(request):\n    await asyncio.sleep(60)\n    return web.Response(text='never')\n"
+        "app = web.Application()\napp.router.add_get('/hang', hang)\n"
+        f"web.run_app(app, host='127.0.0.1', port={upstream_port}, print=None)\n"
+    )
+    upstream = subprocess.Popen([sys.executable, str(hung_upstream)], text=True)
+    started.append(upstream)
+    wait_for_port(upstream_port, upstream)
+    proxy = spawn(
+        started,
+        "serve",
+        "--upstream",
+        f"http://127.0.0.1:{upstream_port}",
+        "--port",
+        str(proxy_port),
+        "--grace",
+        "1",
+    )
+    wait_for_port(proxy_port, proxy)
+    hanging = socket.create_connection(("127.0.0.1", proxy_port), timeout=10)
+    hanging.sendall(b"GET /hang HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    time.sleep(0.3)
+    signalled = time.monotonic()
+    proxy.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", proxy_port), timeout=2).close()
+    proxy.communicate(timeout=15)
+    hanging.close()
+    assert proxy.returncode == 0
+    # A 1 s grace period, plus the process's own start-up of its shutdown: well under 60 s.
+    assert time.monotonic() - signalled < 5
+
+
 @pytest.mark.parametrize(
     ("host", "warned"),
     [
