@@ -85,6 +85,23 @@ def spawn(
     return process
 
 
+def start_slow_upstream(
+    started: list[subprocess.Popen[str]], folder: Path, port: int, seconds: float, text: str
+) -> None:
+    """A separate upstream process whose /slow answers ``text`` after ``seconds``."""
+    script = folder / "slow_upstream.py"
+    script.write_text(
+        "import asyncio\nfrom aiohttp import web\n"
+        f"async def slow(request):\n    await asyncio.sleep({seconds})\n"
+        f"    return web.Response(text={text!r})\n"
+        "app = web.Application()\napp.router.add_get('/slow', slow)\n"
+        f"web.run_app(app, host='127.0.0.1', port={port}, print=None)\n"
+    )
+    upstream = subprocess.Popen([sys.executable, str(script)], text=True)
+    started.append(upstream)
+    wait_for_port(port, upstream)
+
+
 def test_validate_prints_the_resolved_config_and_exits_0() -> None:
     result = corsproxy("validate", str(ROOT / "config.example.yaml"), env={"API_TOKEN": "tok-123"})
     assert result.returncode == 0, result.stderr
@@ -230,16 +247,7 @@ def test_sigterm_lets_an_in_flight_request_finish(
     started: list[subprocess.Popen[str]], tmp_path: Path
 ) -> None:
     upstream_port, proxy_port = free_port(), free_port()
-    slow_upstream = tmp_path / "slow.py"
-    slow_upstream.write_text(
-        "import asyncio, sys\nfrom aiohttp import web\n"
-        "async def slow(request):\n    await asyncio.sleep(1.5)\n    return web.Response(text='finished')\n"
-        "app = web.Application()\napp.router.add_get('/slow', slow)\n"
-        f"web.run_app(app, host='127.0.0.1', port={upstream_port}, print=None)\n"
-    )
-    upstream = subprocess.Popen([sys.executable, str(slow_upstream)], text=True)
-    started.append(upstream)
-    wait_for_port(upstream_port, upstream)
+    start_slow_upstream(started, tmp_path, upstream_port, seconds=1.5, text="finished")
     proxy = spawn(
         started, "serve", "--upstream", f"http://127.0.0.1:{upstream_port}", "--port", str(proxy_port)
     )
@@ -294,16 +302,7 @@ def test_sigterm_refuses_new_connections_and_exits_within_the_grace_period(
     started: list[subprocess.Popen[str]], tmp_path: Path
 ) -> None:
     upstream_port, proxy_port = free_port(), free_port()
-    hung_upstream = tmp_path / "hung.py"
-    hung_upstream.write_text(
-        "import asyncio\nfrom aiohttp import web\n"
-        "async def hang(request):\n    await asyncio.sleep(60)\n    return web.Response(text='never')\n"
-        "app = web.Application()\napp.router.add_get('/hang', hang)\n"
-        f"web.run_app(app, host='127.0.0.1', port={upstream_port}, print=None)\n"
-    )
-    upstream = subprocess.Popen([sys.executable, str(hung_upstream)], text=True)
-    started.append(upstream)
-    wait_for_port(upstream_port, upstream)
+    start_slow_upstream(started, tmp_path, upstream_port, seconds=60, text="never")
     proxy = spawn(
         started,
         "serve",
@@ -316,7 +315,7 @@ def test_sigterm_refuses_new_connections_and_exits_within_the_grace_period(
     )
     wait_for_port(proxy_port, proxy)
     hanging = socket.create_connection(("127.0.0.1", proxy_port), timeout=10)
-    hanging.sendall(b"GET /hang HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    hanging.sendall(b"GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     time.sleep(0.3)
     signalled = time.monotonic()
     proxy.send_signal(signal.SIGTERM)
