@@ -85,7 +85,7 @@ class Figures:
     notes: list[str] = field(default_factory=list)
 
 
-def peers(upstream: Upstream, python: str, uvloop_python: str | None, rules_file: Path) -> list[Peer]:
+def peers(upstream: Upstream, python: str, rules_file: Path) -> list[Peer]:
     base = upstream.base
     node_bin = BENCH / "node_modules" / ".bin"
 
@@ -111,24 +111,6 @@ def peers(upstream: Upstream, python: str, uvloop_python: str | None, rules_file
             via_path,
         ),
     ]
-    if uvloop_python:
-        result.append(
-            Peer(
-                "corsproxy + uvloop",
-                lambda port, _tmp: [
-                    uvloop_python,
-                    str(BENCH / "corsproxy_uvloop.py"),
-                    "serve",
-                    "--upstream",
-                    base,
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                ],
-                via_path,
-            )
-        )
     result += [
         Peer(
             RULES50,
@@ -451,21 +433,12 @@ def main() -> int:
         help="interpreter for corsproxy and the naive proxy (default: the project venv)",
     )
     parser.add_argument(
-        "--uvloop-python",
-        default=None,
-        help="an interpreter with uvloop + corsproxy's deps: adds a 'corsproxy + uvloop' row",
-    )
-    parser.add_argument(
         "--only", action="append", help="run only peers whose name contains this (repeatable)"
     )
     parser.add_argument("--output", type=Path, default=BENCH / "results" / "latest.md")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.seconds, args.download_seconds = 1, 3.0, 30.0
-    if args.uvloop_python is None:
-        probe = subprocess.run([args.python, "-c", "import uvloop"], capture_output=True, check=False)
-        if probe.returncode == 0:
-            args.uvloop_python = args.python
     started = time.time()
     ensure_tools(need_node=True)
     procs = Procs()
@@ -474,10 +447,10 @@ def main() -> int:
         upstream = start_upstream(procs, tmp)
         preflight_lua = write_preflight_script(tmp)
         rules_file = rules_config(upstream, tmp / "rules50.yaml")
-        naive_loop = "uvloop" if importable(args.python, "uvloop") else "asyncio"
+        loop = "uvloop" if importable(args.python, "uvloop") else "asyncio"
         results: dict[str, Figures] = {}
         running: list[Running] = []
-        for peer in peers(upstream, args.python, args.uvloop_python, rules_file):
+        for peer in peers(upstream, args.python, rules_file):
             if args.only and not any(word in peer.name for word in args.only):
                 continue
             try:
@@ -492,8 +465,10 @@ def main() -> int:
         order = [item.peer.name for item in running] + list(results)
         results.update({item.peer.name: item.figures for item in running})
         results = {name: results[name] for name in order}
-        if NAIVE in results:
-            results[NAIVE].notes.insert(0, f"event loop: {naive_loop}")
+        # Both pick uvloop up by themselves when it is installed (corsproxy's [speed] extra).
+        for name in (CORSPROXY, NAIVE):
+            if name in results:
+                results[name].notes.insert(0, f"event loop: {loop}")
         text, ok = render(results, args, started)
     finally:
         procs.stop_all()

@@ -85,6 +85,14 @@ def spawn(
     return process
 
 
+def start_demo_upstream(started: list[subprocess.Popen[str]]) -> int:
+    """`corsproxy demo` as an upstream for another proxy process; returns its port."""
+    port = free_port()
+    demo = spawn(started, "demo", "--port", str(port))
+    wait_for_port(port, demo)
+    return port
+
+
 def start_slow_upstream(
     started: list[subprocess.Popen[str]], folder: Path, port: int, seconds: float, text: str
 ) -> None:
@@ -161,9 +169,7 @@ def test_bad_input_exits_2_with_a_message_not_a_traceback(args: tuple[str, ...],
 def test_quick_mode_allows_local_development_origins_only(
     started: list[subprocess.Popen[str]], tmp_path: Path
 ) -> None:
-    upstream_port, proxy_port = free_port(), free_port()
-    spawn(started, "demo", "--port", str(upstream_port))
-    wait_for_port(upstream_port, started[0])
+    upstream_port, proxy_port = start_demo_upstream(started), free_port()
     proxy = spawn(
         started, "serve", "--upstream", f"http://127.0.0.1:{upstream_port}", "--port", str(proxy_port)
     )
@@ -201,9 +207,7 @@ def test_demo_starts_answers_and_stops_cleanly_on_sigterm(started: list[subproce
 def test_serve_reads_its_settings_from_the_environment(
     started: list[subprocess.Popen[str]], tmp_path: Path
 ) -> None:
-    upstream_port, proxy_port = free_port(), free_port()
-    spawn(started, "demo", "--port", str(upstream_port))
-    wait_for_port(upstream_port, started[0])
+    upstream_port, proxy_port = start_demo_upstream(started), free_port()
     proxy = spawn(
         started,
         "serve",
@@ -226,9 +230,7 @@ def test_serve_reads_its_settings_from_the_environment(
 def test_serve_finds_its_config_file_through_the_environment(
     started: list[subprocess.Popen[str]], tmp_path: Path
 ) -> None:
-    upstream_port, proxy_port = free_port(), free_port()
-    spawn(started, "demo", "--port", str(upstream_port))
-    wait_for_port(upstream_port, started[0])
+    upstream_port, proxy_port = start_demo_upstream(started), free_port()
     config = tmp_path / "corsproxy.yaml"
     config.write_text(
         f"server:\n  port: {proxy_port}\nupstream: http://127.0.0.1:{upstream_port}\n"
@@ -266,9 +268,7 @@ def test_sigterm_lets_an_in_flight_request_finish(
 
 
 def test_workers_share_one_port_and_all_stop_on_sigterm(started: list[subprocess.Popen[str]]) -> None:
-    upstream_port, proxy_port = free_port(), free_port()
-    spawn(started, "demo", "--port", str(upstream_port))
-    wait_for_port(upstream_port, started[0])
+    upstream_port, proxy_port = start_demo_upstream(started), free_port()
     proxy = spawn(
         started,
         "serve",
