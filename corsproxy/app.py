@@ -14,9 +14,10 @@ import functools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
@@ -61,12 +62,33 @@ class Runtime:
         return cls(config, Policy(config.rules), Router(config.routes), HostGuard(config.server))
 
 
+class RequestSeen(Protocol):
+    """What the log line and the inspector need of a request: an aiohttp request, or
+    one the front door served itself (frontdoor.py)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def query_string(self) -> str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+class ResponseSeen(Protocol):
+    @property
+    def status(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
 @dataclass
 class Outcome:
     """What happened to one request, gathered for the log line and the inspector."""
 
-    request: web.Request
-    response: web.StreamResponse
+    request: RequestSeen
+    response: ResponseSeen
     started: float
     decision: Decision
     preflight: bool = False
@@ -333,25 +355,31 @@ async def open_websocket(
     return response
 
 
+def credentials_refusal(headers: Mapping[str, str], route: Route, decision: Decision) -> str | None:
+    """Why a request must not reach a route that injects credentials, or None."""
+    if not route.config.guards_credentials:
+        return None
+    # A simple request needs no preflight, so without this check any website could
+    # spend the developer's injected API key (design promise 3). Browsers send no
+    # Origin on no-cors GETs, but they do send Sec-Fetch-Site (Fetch Metadata).
+    origin = headers.get("Origin")
+    refused_origin = origin is not None and not decision.allowed
+    cross_site = origin is None and headers.get("Sec-Fetch-Site") == "cross-site"
+    if not (refused_origin or cross_site):
+        return None
+    reason = decision.reason if refused_origin else "a cross-site request without Origin"
+    return (
+        f"corsproxy refused to forward: {reason}. Route {route.prefix} injects "
+        "credentials (request_headers), so requests from origins no rule allows are not "
+        "forwarded; set refuse_disallowed_origins: false on the route to change that\n"
+    )
+
+
 def refuse_before_forwarding(request: web.Request, route: Route, decision: Decision) -> web.Response | None:
     """Requests the proxy will not forward at all, with a 4xx that says why."""
-    if route.config.guards_credentials:
-        # A simple request needs no preflight, so without this check any website could
-        # spend the developer's injected API key (design promise 3). Browsers send no
-        # Origin on no-cors GETs, but they do send Sec-Fetch-Site (Fetch Metadata).
-        origin = request.headers.get("Origin")
-        refused_origin = origin is not None and not decision.allowed
-        cross_site = origin is None and request.headers.get("Sec-Fetch-Site") == "cross-site"
-        if refused_origin or cross_site:
-            reason = decision.reason if refused_origin else "a cross-site request without Origin"
-            return web.Response(
-                status=403,
-                text=(
-                    f"corsproxy refused to forward: {reason}. Route {route.prefix} injects "
-                    "credentials (request_headers), so requests from origins no rule allows are not "
-                    "forwarded; set refuse_disallowed_origins: false on the route to change that\n"
-                ),
-            )
+    refused = credentials_refusal(request.headers, route, decision)
+    if refused is not None:
+        return web.Response(status=403, text=refused)
     limit = route.config.max_body_size
     length = request.content_length
     if limit is not None and length is not None and length > limit:
@@ -387,12 +415,12 @@ async def take_upstream_slot(state: ProxyState, route: Route) -> None:
 
 def answer_preflight(decision: Decision) -> web.Response:
     """204 with the CORS headers, or 403 whose body says what failed. Never forwarded."""
-    status, headers, body = _preflight_answer(decision)
+    status, headers, body = preflight_answer(decision)
     return web.Response(status=status, headers=headers, body=body)
 
 
 @functools.lru_cache(maxsize=4096)
-def _preflight_answer(decision: Decision) -> tuple[int, tuple[tuple[str, str], ...], bytes | None]:
+def preflight_answer(decision: Decision) -> tuple[int, tuple[tuple[str, str], ...], bytes | None]:
     """Decisions are cached per request shape, so their answers are built once too."""
     headers: CIMultiDict[str] = CIMultiDict()
     add_cors_headers(headers, decision, PREFLIGHT_VARY_TOKENS)

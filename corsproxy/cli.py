@@ -217,8 +217,7 @@ def _env_port(env: Mapping[str, str]) -> int | None:
 
 
 def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from aiohttp import web
-
+    from corsproxy import serving
     from corsproxy.app import create_app
 
     config = resolve_config(args, env)
@@ -238,15 +237,12 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     def serve_one() -> int:
         try:
-            web.run_app(
+            serving.run(
                 create_app(config, watch=watch),
-                ssl_context=ssl_context,
                 host=host,
                 port=port,
-                shutdown_timeout=args.grace,
-                access_log=None,
-                print=None,
-                handle_signals=True,
+                ssl_context=ssl_context,
+                grace=args.grace,
                 reuse_port=workers > 1,
                 loop=fast_event_loop(),
             )

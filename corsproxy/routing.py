@@ -32,6 +32,11 @@ class Route:
     cookie_policy: CookiePolicy
     # The ssl= argument for this upstream: True (verified, system CAs), False, or a context.
     ssl: ssl.SSLContext | bool
+    # (host, port) and Host header for the front door's lean client, which speaks plain
+    # http only: ``lean`` is False for https upstreams and URLs carrying credentials.
+    address: tuple[str, int]
+    host_header: str
+    lean: bool
 
     @classmethod
     def build(cls, config: RouteConfig) -> Route:
@@ -48,6 +53,9 @@ class Route:
             upstream_origin=str(base.origin()),
             cookie_policy=CookiePolicy(**asdict(config.cookies)),
             ssl=client_ssl_context(**asdict(config.tls)),
+            address=(base.host or "", base.port or 80),
+            host_header=base.host_port_subcomponent or "",
+            lean=base.scheme == "http" and base.raw_user is None and base.raw_password is None,
             # No total limit: event streams and long downloads live as long as they talk.
             timeout=aiohttp.ClientTimeout(
                 total=None, connect=config.connect_timeout, sock_read=config.read_timeout

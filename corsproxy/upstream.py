@@ -10,7 +10,7 @@ The client never decompresses (``auto_decompress=False``): the bytes and their
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -56,10 +56,20 @@ def create_session(max_connections: int) -> aiohttp.ClientSession:
 
 def upstream_headers(request: web.Request, route: Route) -> CIMultiDict[str]:
     """The request's headers as the upstream should see them (RFC 9110 section 7.6)."""
-    listed = connection_listed(request.headers.get("Connection"))
+    return forwarded_headers(
+        request.headers, route, remote=request.remote or "", scheme=request.scheme, host=request.host
+    )
+
+
+def forwarded_headers(
+    incoming: Mapping[str, str], route: Route, *, remote: str, scheme: str, host: str
+) -> CIMultiDict[str]:
+    """``upstream_headers`` for a request known by its parts: its headers, the client's
+    address, the scheme and Host it reached the proxy with."""
+    listed = connection_listed(incoming.get("Connection"))
     dropped = route.dropped_names
     headers: CIMultiDict[str] = CIMultiDict()
-    for name, value in request.headers.items():
+    for name, value in incoming.items():
         lower = name.lower()
         # Host is set from the upstream URL by the client: third-party APIs route on it.
         if lower == "host" or lower in dropped or is_hop_by_hop(lower, listed):
@@ -74,11 +84,10 @@ def upstream_headers(request: web.Request, route: Route) -> CIMultiDict[str]:
     rewrite = route.config.rewrite_origin
     if rewrite != "keep":
         _rewrite_origin(headers, rewrite, route)
-    peer = request.remote or ""
-    forwarded_for = request.headers.get("X-Forwarded-For")
-    headers["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
-    headers["X-Forwarded-Proto"] = request.scheme
-    headers["X-Forwarded-Host"] = request.host
+    forwarded_for = incoming.get("X-Forwarded-For")
+    headers["X-Forwarded-For"] = f"{forwarded_for}, {remote}" if forwarded_for else remote
+    headers["X-Forwarded-Proto"] = scheme
+    headers["X-Forwarded-Host"] = host
     return headers
 
 
@@ -138,9 +147,17 @@ def response_headers(
     """The upstream's headers minus hop-by-hop ones and its own Access-Control-*,
     which the proxy replaces so the browser never sees two ACAO lines. Cookies and
     redirects are adapted so they work on the proxy's origin (rewrite.py)."""
-    listed = connection_listed(upstream.headers.get("Connection"))
+    return returned_headers(upstream.headers, route, scheme=request.scheme, host=request.host)
+
+
+def returned_headers(
+    received: Mapping[str, str], route: Route, *, scheme: str, host: str
+) -> CIMultiDict[str]:
+    """``response_headers`` for an upstream answer known by its headers, given the scheme
+    and Host the client reached the proxy with."""
+    listed = connection_listed(received.get("Connection"))
     headers: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream.headers.items():
+    for name, value in received.items():
         lower = name.lower()
         if lower.startswith("access-control-") or is_hop_by_hop(lower, listed):
             continue
@@ -148,7 +165,7 @@ def response_headers(
             value = rewrite_set_cookie(
                 value,
                 route.cookie_policy,
-                proxy_is_https=request.scheme == "https",
+                proxy_is_https=scheme == "https",
                 upstream_base_path=route.base_path,
                 proxy_prefix=route.prefix,
                 strip_prefix=route.config.strip_prefix,
@@ -158,7 +175,7 @@ def response_headers(
                 rewrite_location(
                     value,
                     upstream_base=route.base,
-                    proxy_base=URL.build(scheme=request.scheme, authority=request.host),
+                    proxy_base=URL.build(scheme=scheme, authority=host),
                     proxy_prefix=route.prefix,
                     strip_prefix=route.config.strip_prefix,
                 )

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from corsproxy import create_app
 from corsproxy.config import Config
+from corsproxy.frontdoor import ProxyRunner
 from corsproxy.schema import parse_config
 
 GZIPPED_TEXT = b"hello, compressed world\n" * 100
@@ -151,6 +152,20 @@ def config_from_yaml(text: str, **env: str) -> Config:
     return parse_config(text, "test.yaml", env)
 
 
+class ProxyTestServer(TestServer):
+    """The proxy app on a loopback port, served as `corsproxy serve` serves it: through
+    the front door. aiohttp's test server cancels a handler whose client disconnects;
+    ``handler_cancellation=False`` is what `corsproxy serve` does."""
+
+    def __init__(self, app: web.Application, *, handler_cancellation: bool = True) -> None:
+        super().__init__(app)
+        self.handler_cancellation = handler_cancellation
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        kwargs["handler_cancellation"] = self.handler_cancellation
+        return ProxyRunner(self.app, **kwargs)
+
+
 ProxyFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
@@ -161,7 +176,7 @@ def make_proxy(aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]]) -
 
     async def start(yaml_text: str, **env: str) -> TestClient[Any, Any]:
         app = create_app(config_from_yaml(yaml_text, **env))
-        return await aiohttp_client(app, auto_decompress=False)
+        return await aiohttp_client(ProxyTestServer(app), auto_decompress=False)
 
     return start
 

@@ -1,0 +1,64 @@
+"""Serving the app on a TCP port until SIGINT or SIGTERM: aiohttp's ``web.run_app``
+with the proxy's runner, whose connections start at the front door (frontdoor.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+
+from aiohttp import web
+from aiohttp.web_runner import GracefulExit
+
+from corsproxy.frontdoor import ProxyRunner
+
+
+async def _serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    grace: float,
+    reuse_port: bool,
+) -> None:
+    # handle_signals: SIGINT and SIGTERM raise GracefulExit, as under web.run_app.
+    runner = ProxyRunner(app, handle_signals=True, access_log=None, shutdown_timeout=grace)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port or None)
+        await site.start()
+        while True:
+            await asyncio.sleep(3600)
+    finally:
+        # Stop listening, let requests in flight finish within the grace period, close.
+        await runner.cleanup()
+
+
+def run(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    grace: float,
+    reuse_port: bool,
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Serve until a signal; raises OSError when the port cannot be bound."""
+    asyncio.set_event_loop(loop)
+    main = loop.create_task(_serve(app, host, port, ssl_context, grace, reuse_port))
+    try:
+        loop.run_until_complete(main)
+    except (GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        if not main.done():
+            main.cancel()
+            with contextlib.suppress(asyncio.CancelledError, GracefulExit):
+                loop.run_until_complete(main)
+        leftover = asyncio.all_tasks(loop)
+        for task in leftover:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
