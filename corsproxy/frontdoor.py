@@ -110,7 +110,9 @@ def preflight_bytes(decision: Decision) -> tuple[int, CIMultiDictProxy[str], byt
         headers["Content-Length"] = str(len(body))
     headers["Server"] = SERVER_SOFTWARE
     reason = "No Content" if status == 204 else "Forbidden"
-    head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in headers.items()
+    )
     return status, CIMultiDictProxy(headers), head.encode("utf-8", "surrogateescape"), body or b""
 
 
@@ -328,7 +330,9 @@ class FrontDoor(asyncio.Protocol):
     async def _forward(self, request: FrontRequest, route: Route, decision: Decision, started: float) -> None:
         state = self.state
         target = route.target(request.raw_path, request.query_string)
-        sent = forwarded_headers(request.headers, route, remote=self.remote, scheme=self.scheme, host=request.host)
+        sent = forwarded_headers(
+            request.headers, route, remote=self.remote, scheme=self.scheme, host=request.host
+        )
         if request.method in BODY_METHODS and "Content-Length" not in sent:
             sent["Content-Length"] = "0"
         close = not request.keep_alive
@@ -439,7 +443,9 @@ class FrontDoor(asyncio.Protocol):
         log.warning("%s %s: %s", request.method, request.path, failure.message)
         if self.transport is not None and not self.lost:
             self.transport.write(head + body)
-        outcome = Outcome(request, FrontAnswer(failure.status, headers), started, decision, error=failure.message)
+        outcome = Outcome(
+            request, FrontAnswer(failure.status, headers), started, decision, error=failure.message
+        )
         self.state.finish(outcome.forwarded(target, sent, None))
         return close
 
@@ -447,7 +453,9 @@ class FrontDoor(asyncio.Protocol):
         self, request: FrontRequest, decision: Decision, started: float, target: URL, sent: CIMultiDict[str]
     ) -> None:
         # 499: nginx's "client closed request"; no answer was sent.
-        outcome = Outcome(request, FrontAnswer(499, CIMultiDict()), started, decision, error="client disconnected")
+        outcome = Outcome(
+            request, FrontAnswer(499, CIMultiDict()), started, decision, error="client disconnected"
+        )
         self.state.finish(outcome.forwarded(target, sent, None))
 
     def _write(self, chunk: bytes) -> None:
@@ -501,7 +509,7 @@ class FrontDoor(asyncio.Protocol):
         if not self.busy and self.transport is not None:
             self.transport.close()
 
-    async def shutdown(self, timeout: float | None) -> None:
+    async def shutdown(self, timeout: float | None) -> None:  # noqa: ASYNC109 (aiohttp's interface)
         """Let the request in flight finish within ``timeout``, then close."""
         self.closing = True
         task = self.task
@@ -557,7 +565,7 @@ class FrontDoorServer:
         for door in list(self.doors):
             door.close_when_idle()
 
-    async def shutdown(self, timeout: float | None = None) -> None:
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (aiohttp's interface)
         doors = [door.shutdown(timeout) for door in list(self.doors)]
         await asyncio.gather(self.inner.shutdown(timeout), *doors)
         self.pool.close()

@@ -27,8 +27,7 @@ async def _serve(
     try:
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port or None)
         await site.start()
-        while True:
-            await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # until a signal raises GracefulExit
     finally:
         # Stop listening, let requests in flight finish within the grace period, close.
         await runner.cleanup()

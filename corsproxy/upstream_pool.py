@@ -244,7 +244,12 @@ class ConnectionPool:
         self._sweeper: asyncio.TimerHandle | None = None
 
     async def exchange(
-        self, address: Address, request: bytes, method: str, connect_timeout: float | None, read_timeout: float | None
+        self,
+        address: Address,
+        request: bytes,
+        method: str,
+        connect_timeout: float | None,
+        read_timeout: float | None,
     ) -> tuple[UpstreamConnection, ResponseHead]:
         """Send ``request`` and wait for the answer's head. A kept-alive connection the
         upstream had closed is replaced once, for idempotent methods."""
@@ -285,7 +290,9 @@ class ConnectionPool:
             connection.abort()
         self._idle.clear()
 
-    async def _acquire(self, address: Address, connect_timeout: float | None) -> tuple[UpstreamConnection, bool]:
+    async def _acquire(
+        self, address: Address, connect_timeout: float | None
+    ) -> tuple[UpstreamConnection, bool]:
         stack = self._idle.get(address)
         loop = asyncio.get_running_loop()
         while stack:
@@ -295,7 +302,9 @@ class ConnectionPool:
             connection.abort()
         host, port = address
         async with asyncio.timeout(connect_timeout):
-            _, connection = await loop.create_connection(lambda: UpstreamConnection(self, address), host, port)
+            _, connection = await loop.create_connection(
+                lambda: UpstreamConnection(self, address), host, port
+            )
         self._open.add(connection)
         return connection, False
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,6 +179,25 @@ def make_proxy(aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]]) -
         return await aiohttp_client(ProxyTestServer(app), auto_decompress=False)
 
     return start
+
+
+ProxyServerFactory = Callable[..., Awaitable[ProxyTestServer]]
+
+
+@pytest.fixture
+async def proxy_server() -> AsyncIterator[ProxyServerFactory]:
+    """Start a proxy app (any config, optionally ``ssl=``) as ``corsproxy serve`` does."""
+    started: list[ProxyTestServer] = []
+
+    async def start(app: web.Application, **kwargs: Any) -> ProxyTestServer:
+        server = ProxyTestServer(app)
+        await server.start_server(**kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.close()
 
 
 def loads(body: bytes) -> Any:

@@ -23,6 +23,7 @@ from corsproxy.check import check_main
 from corsproxy.cli import build_parser, resolve_config
 from corsproxy.config import Config
 from corsproxy.schema import parse_config
+from tests.conftest import ProxyServerFactory
 
 PAGE = "http://localhost:5173"
 Headers = Sequence[tuple[str, str]]
@@ -305,13 +306,13 @@ CREDENTIALED_PUT = ["/items/1", "-X", "PUT", "-H", "X-API-Key: k", "--credential
     ],
 )
 async def test_the_printed_fix_makes_the_request_pass_through_corsproxy(
-    make_api: ApiFactory, aiohttp_server: ServerFactory, argv: list[str], form: str
+    make_api: ApiFactory, proxy_server: ProxyServerFactory, argv: list[str], form: str
 ) -> None:
     api = await make_api(preflight_status=405)
     path, *flags = argv
     code, report = await check_json(api.url + path, "--origin", PAGE, *flags)
     assert (code, report["direct"]["verdict"]) == (1, "BLOCKED")
-    proxy = await aiohttp_server(create_app(fixed_config(report["fix"], form)))
+    proxy = await proxy_server(create_app(fixed_config(report["fix"], form)))
     api.seen.clear()
 
     code, report = await check_json(
@@ -326,13 +327,13 @@ async def test_the_printed_fix_makes_the_request_pass_through_corsproxy(
 
 
 async def test_a_proxy_that_does_not_allow_the_origin_is_blocked(
-    make_api: ApiFactory, aiohttp_server: ServerFactory
+    make_api: ApiFactory, proxy_server: ProxyServerFactory
 ) -> None:
     api = await make_api()
     config = parse_config(
         f'upstream: "{api.url}"\nrules:\n  - origins: ["http://localhost:3000"]\n', "t.yaml", {}
     )
-    proxy = await aiohttp_server(create_app(config))
+    proxy = await proxy_server(create_app(config))
     code, out, _ = await check(api.url, "--origin", PAGE, "-X", "DELETE", "--via", str(proxy.make_url("")))
     assert code == 1
     assert "  - proxy-not-adding-headers (preflight): " in out

@@ -15,12 +15,11 @@ from typing import Any, Protocol
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from corsproxy import create_app
 from corsproxy.app import STATE
-from tests.conftest import ProxyFactory, Upstream, config_from_yaml
+from tests.conftest import ProxyFactory, ProxyTestServer, Upstream, config_from_yaml
 
 LOCAL = "http://localhost:5173"
 SETTLE_SECONDS = 3.0
@@ -193,15 +192,6 @@ class Harness:
         await self.assert_settled(baseline)
 
 
-class RunAppTestServer(TestServer):
-    """A test server configured as ``web.run_app`` is: aiohttp's TestServer cancels a
-    handler when its client disconnects, ``run_app`` (what users run) does not."""
-
-    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
-        kwargs["handler_cancellation"] = False
-        return web.AppRunner(self.app, **kwargs)
-
-
 class HarnessFactory(Protocol):
     async def __call__(self, faulty_url: str, *, handler_cancellation: bool = True) -> Harness: ...
 
@@ -227,7 +217,7 @@ rules:
 """
         if handler_cancellation:
             return Harness(await make_proxy(yaml_text))
-        server = RunAppTestServer(create_app(config_from_yaml(yaml_text)))
+        server = ProxyTestServer(create_app(config_from_yaml(yaml_text)), handler_cancellation=False)
         return Harness(await aiohttp_client(server, auto_decompress=False))
 
     return start

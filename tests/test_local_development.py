@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from corsproxy import create_app, load_config
-from tests.conftest import ProxyFactory, Upstream, loads
+from tests.conftest import ProxyFactory, ProxyTestServer, Upstream, loads
 
 LOCAL = "http://localhost:5173"
 ServerFactory = Callable[..., Awaitable[TestServer]]
@@ -188,7 +188,9 @@ async def test_a_valid_change_is_reloaded_and_an_invalid_one_keeps_the_last_good
 ) -> None:
     config_file = tmp_path / "corsproxy.yaml"
     config_file.write_text(f"upstream: {upstream.url}\nrules:\n  - origins: ['http://localhost:1111']\n")
-    client = await aiohttp_client(create_app(load_config(config_file, {}), watch=config_file))
+    client = await aiohttp_client(
+        ProxyTestServer(create_app(load_config(config_file, {}), watch=config_file))
+    )
 
     async def allowed_origin(origin: str) -> str | None:
         response = await client.get("/", headers={"Origin": origin})
@@ -273,7 +275,9 @@ async def test_a_request_in_flight_during_a_reload_finishes_under_the_config_it_
 ) -> None:
     config_file = tmp_path / "corsproxy.yaml"
     config_file.write_text(f"upstream: {upstream.url}\nrules:\n  - origins: ['http://localhost:1111']\n")
-    client = await aiohttp_client(create_app(load_config(config_file, {}), watch=config_file))
+    client = await aiohttp_client(
+        ProxyTestServer(create_app(load_config(config_file, {}), watch=config_file))
+    )
     slow = asyncio.create_task(client.get("/slow?delay=2.5", headers={"Origin": "http://localhost:1111"}))
     await asyncio.sleep(0.3)
     config_file.write_text(f"upstream: {upstream.url}\nrules:\n  - origins: ['http://localhost:2222']\n")

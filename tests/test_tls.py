@@ -31,7 +31,7 @@ from corsproxy.tls import (
     server_ssl_context,
     trust_instructions,
 )
-from tests.conftest import ProxyFactory, Upstream, config_from_yaml, loads
+from tests.conftest import ProxyFactory, ProxyServerFactory, Upstream, config_from_yaml, loads
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 
@@ -409,11 +409,11 @@ async def test_proxy_without_the_client_certificate_is_a_502(
 
 
 async def test_proxy_served_over_https_with_the_auto_certificate(
-    aiohttp_server: ServerFactory, upstream: Upstream, tmp_path: Path
+    proxy_server: ProxyServerFactory, upstream: Upstream, tmp_path: Path
 ) -> None:
     cert, key, _ = auto_certificate(tmp_path)
     app = create_app(config_from_yaml(proxy_config(upstream.url)))
-    proxy = await aiohttp_server(app, ssl=server_ssl_context(cert, key))
+    proxy = await proxy_server(app, ssl=server_ssl_context(cert, key))
     trusting = ssl.create_default_context(cafile=str(cert))
     async with (
         aiohttp.ClientSession() as session,

@@ -19,6 +19,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from corsproxy import create_app
+from corsproxy.frontdoor import ProxyRunner
 from corsproxy.websocket import MAX_MESSAGE_SIZE, is_websocket_upgrade
 from tests.conftest import ProxyFactory, config_from_yaml
 
@@ -370,7 +371,7 @@ async def start_proxy(
         client = await make_proxy(yaml_text)
         assert client.port is not None
         return client.host, client.port, client.close
-    runner = web.AppRunner(create_app(config_from_yaml(yaml_text)), handler_cancellation=False)
+    runner = ProxyRunner(create_app(config_from_yaml(yaml_text)), handler_cancellation=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

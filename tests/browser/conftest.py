@@ -36,6 +36,7 @@ from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, s
 from corsproxy import create_app
 from corsproxy.app import STATE
 from corsproxy.exchanges import Exchange
+from corsproxy.frontdoor import ProxyRunner
 from corsproxy.schema import parse_config
 
 T = TypeVar("T")
@@ -146,13 +147,17 @@ class ServerThread:
     def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=30)
 
-    def serve(self, app: web.Application, sock: socket.socket) -> None:
+    def serve(
+        self, app: web.Application, sock: socket.socket, runner: type[web.AppRunner] = web.AppRunner
+    ) -> None:
         """Serve ``app`` on a socket bound beforehand, so its port can be in the config."""
-        self.call(self._serve(app, sock))
+        self.call(self._serve(app, sock, runner))
 
-    async def _serve(self, app: web.Application, sock: socket.socket) -> None:
+    async def _serve(
+        self, app: web.Application, sock: socket.socket, runner_class: type[web.AppRunner]
+    ) -> None:
         # A short shutdown timeout: an inspector tab's event stream must not hold up teardown.
-        runner = web.AppRunner(app, shutdown_timeout=1.0)
+        runner = runner_class(app, shutdown_timeout=1.0)
         await runner.setup()
         await web.SockSite(runner, sock).start()
         self.runners.append(runner)
@@ -250,7 +255,8 @@ def stack() -> Iterator[Stack]:
     try:
         servers.serve(upstream_app(seen), upstream_sock)
         servers.serve(page_app(), page_sock)
-        servers.serve(proxy_app, proxy_sock)
+        # Served as `corsproxy serve` serves it: through the front door.
+        servers.serve(proxy_app, proxy_sock, ProxyRunner)
         yield Stack(servers, proxy_app, page_port, proxy_port, upstream_port, seen)
     finally:
         servers.close()
