@@ -102,9 +102,18 @@ class Outcome:
         return self
 
 
+@dataclass
+class FrontDoorCounts:
+    """Requests the front door served itself, and connections it handed to aiohttp."""
+
+    served: int = 0
+    handed_off: int = 0
+
+
 class ProxyState:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.front_door = FrontDoorCounts()
         self.started = time.time()
         self.exchanges = ExchangeLog()
         self._session: aiohttp.ClientSession | None = None
@@ -231,6 +240,7 @@ async def health(request: web.Request) -> web.Response:
             "config": config.source,
             "routes": [{"path": route.path, "upstream": route.upstream} for route in config.routes],
             "uptime_seconds": round(time.time() - state.started, 3),
+            "front_door": {"served": state.front_door.served, "handed_off": state.front_door.handed_off},
         }
     )
 

@@ -54,8 +54,9 @@ log = logging.getLogger("corsproxy")
 KEEPALIVE_TIMEOUT = 3630.0
 # Bytes of further (pipelined) requests buffered while one is being served.
 PIPELINE_LIMIT = 256 * 1024
-# aiohttp's client sends Content-Length: 0 for these when there is no body; so do we.
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# aiohttp's client sends Content-Length: 0 for any other method when there is no body;
+# so does the front door, so the upstream sees the same request either way.
+BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
 @dataclass(slots=True)
@@ -304,6 +305,7 @@ class FrontDoor(asyncio.Protocol):
                 headers.get("Access-Control-Request-Private-Network") == "true",
             )
             del self.buffer[:head_length]
+            self.state.front_door.served += 1
             self._answer_preflight(request, decision, started)
             return True
         route = runtime.router.match(request.raw_path)
@@ -313,6 +315,7 @@ class FrontDoor(asyncio.Protocol):
         if credentials_refusal(headers, route, decision) is not None:
             return False
         del self.buffer[:head_length]
+        self.state.front_door.served += 1
         self.busy = True
         self.task = self.loop.create_task(self._forward(request, route, decision, started))
         return True
@@ -333,7 +336,7 @@ class FrontDoor(asyncio.Protocol):
         sent = forwarded_headers(
             request.headers, route, remote=self.remote, scheme=self.scheme, host=request.host
         )
-        if request.method in BODY_METHODS and "Content-Length" not in sent:
+        if request.method not in BODYLESS_METHODS and "Content-Length" not in sent:
             sent["Content-Length"] = "0"
         close = not request.keep_alive
         try:
@@ -491,6 +494,7 @@ class FrontDoor(asyncio.Protocol):
         if transport is None:
             return
         self.transport = None
+        self.state.front_door.handed_off += 1
         self.server.doors.discard(self)
         self._stop_idle_timer()
         if self.read_paused:
