@@ -4,11 +4,29 @@ Forward to an API you don't control, answer preflights, inject the right CORS he
 according to YAML rules keyed by path and origin.
 """
 
-from corsproxy.app import create_app
-from corsproxy.browser import needs_preflight
-from corsproxy.config import Config, ConfigError, load_config
-from corsproxy.origins import same_origin
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from corsproxy.version import __version__
+
+if TYPE_CHECKING:
+    from corsproxy.app import create_app
+    from corsproxy.browser import needs_preflight
+    from corsproxy.config import Config, ConfigError, load_config
+    from corsproxy.origins import same_origin
+
+# The public names, imported on first use: `corsproxy serve` loads only what serving
+# needs, which keeps an idle proxy's memory down (the `check` command's modules stay out).
+_PUBLIC = {
+    "create_app": "corsproxy.app",
+    "needs_preflight": "corsproxy.browser",
+    "Config": "corsproxy.config",
+    "ConfigError": "corsproxy.config",
+    "load_config": "corsproxy.config",
+    "same_origin": "corsproxy.origins",
+}
 
 __all__ = [
     "Config",
@@ -19,3 +37,9 @@ __all__ = [
     "needs_preflight",
     "same_origin",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'corsproxy' has no attribute {name!r}")

@@ -400,7 +400,11 @@ class FrontDoor(asyncio.Protocol):
             outcome.error = "client disconnected"
             self.state.finish(outcome)
             return True
-        transport.write(head)
+        # The head and the body bytes already here in one write: one send() for a small answer.
+        pending = connection.take_pending()
+        if chunked:
+            pending = [b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in pending if chunk]
+        transport.write(head + b"".join(pending) if pending else head)
         self.upstream = connection
         if self.write_paused:
             connection.pause()

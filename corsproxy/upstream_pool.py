@@ -97,10 +97,14 @@ class UpstreamConnection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(request)
 
-    def attach(self, sink: BodySink) -> None:
-        """Where body chunks go from now on; those that arrived before are passed first."""
+    def take_pending(self) -> list[bytes]:
+        """The body chunks that arrived before a sink was attached."""
         pending, self._pending, self._pending_size = self._pending, [], 0
-        for chunk in pending:
+        return pending
+
+    def attach(self, sink: BodySink) -> None:
+        """Where body chunks go from now on; any not taken yet are passed first."""
+        for chunk in self.take_pending():
             sink(chunk)
         self._sink = sink
         if self._complete:
