@@ -172,6 +172,7 @@ class FrontDoor(asyncio.Protocol):
         self.read_paused = False
         self.upstream: UpstreamConnection | None = None
         self.task: asyncio.Task[None] | None = None
+        self.answered = False  # the current forward's head has gone to the client
         self.last_active = 0.0
         self.idle_timer: asyncio.TimerHandle | None = None
         self._url = b""
@@ -194,9 +195,21 @@ class FrontDoor(asyncio.Protocol):
         self.buffer += data
         if not self.busy:
             self._serve_buffered()
-        elif len(self.buffer) > PIPELINE_LIMIT and not self.read_paused and self.transport is not None:
+        self._regulate_reading()
+
+    def _regulate_reading(self) -> None:
+        """Stop reading while unserved bytes pile up (pipelined requests, or a client that
+        sends but does not read its answers), so memory stays bounded."""
+        transport = self.transport
+        if transport is None or self.lost:
+            return
+        over = len(self.buffer) > PIPELINE_LIMIT
+        if over and not self.read_paused:
             self.read_paused = True
-            self.transport.pause_reading()
+            transport.pause_reading()
+        elif not over and self.read_paused:
+            self.read_paused = False
+            transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -218,6 +231,7 @@ class FrontDoor(asyncio.Protocol):
             self.upstream.resume()
         elif not self.busy:
             self._serve_buffered()
+            self._regulate_reading()
 
     # httptools callbacks
 
@@ -240,14 +254,17 @@ class FrontDoor(asyncio.Protocol):
         limit = self.state.runtime.config.server.max_header_size
         while self.buffer and not (self.busy or self.closing or self.write_paused or self.transport is None):
             end = self.buffer.find(b"\r\n\r\n")
-            if end < 0 and len(self.buffer) <= limit:
+            if end < 0 and len(self.buffer) <= limit and b"\n\n" not in self.buffer:
                 return  # the rest of the head is on its way
             if end < 0 or end + 4 > limit:
-                # aiohttp answers an oversized head with a 400 naming the limit.
+                # aiohttp answers an oversized head with a 400 naming the limit, and one
+                # whose lines end in a bare LF with a 400 too.
                 self._hand_off()
                 return
             started = time.perf_counter()
-            request = self._parse(bytes(self.buffer[: end + 4]))
+            head = bytes(self.buffer[: end + 4])
+            # RFC 9112 section 2.2: lines end in CRLF; a bare LF is aiohttp's to judge.
+            request = self._parse(head) if head.count(b"\n") == head.count(b"\r\n") else None
             served = request is not None and self._serve(request, end + 4, started)
             if not served:
                 self._hand_off()
@@ -270,10 +287,15 @@ class FrontDoor(asyncio.Protocol):
         parts = split_target(self._url.decode("utf-8", "surrogateescape"))
         if parts is None:
             return None
+        # Values lose surrounding whitespace (RFC 9110 section 5.5), as aiohttp's parser does.
         headers: CIMultiDict[str] = CIMultiDict(
-            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape").strip(" \t"))
             for name, value in self._header_lines
         )
+        if len(headers) != len({name.lower() for name in headers}):
+            # A repeated header: aiohttp refuses repeated Host, Content-Type and the like
+            # (RFC 9110 section 5.3), so it decides.
+            return None
         host = headers.get("Host")
         if not host or "Upgrade" in headers or "Expect" in headers or "Transfer-Encoding" in headers:
             return None
@@ -339,6 +361,7 @@ class FrontDoor(asyncio.Protocol):
         if request.method not in BODYLESS_METHODS and "Content-Length" not in sent:
             sent["Content-Length"] = "0"
         close = not request.keep_alive
+        self.answered = False
         try:
             await take_upstream_slot(state, route)
             try:
@@ -348,7 +371,13 @@ class FrontDoor(asyncio.Protocol):
         except UpstreamFailure as failure:
             close = self._answer_failure(request, decision, started, target, sent, failure) or close
         except asyncio.CancelledError:
-            self._record_disconnect(request, decision, started, target, sent)
+            # The client went away, or shutdown's grace period ran out before the answer.
+            if not self.answered:
+                if self.lost:
+                    self._record_disconnect(request, decision, started, target, sent)
+                else:
+                    shut = UpstreamFailure(503, "corsproxy shut down before the upstream answered")
+                    self._answer_failure(request, decision, started, target, sent, shut)
             raise
         except Exception:
             log.exception("%s %s: the front door failed", request.method, request.path)
@@ -405,6 +434,7 @@ class FrontDoor(asyncio.Protocol):
         if chunked:
             pending = [b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in pending if chunk]
         transport.write(head + b"".join(pending) if pending else head)
+        self.answered = True
         self.upstream = connection
         if self.write_paused:
             connection.pause()
@@ -414,6 +444,12 @@ class FrontDoor(asyncio.Protocol):
             await connection.done
             if chunked and not self.lost:
                 transport.write(b"0\r\n\r\n")
+        except asyncio.CancelledError:
+            outcome.error = "client disconnected" if self.lost else "cut short: corsproxy shut down mid-body"
+            if not self.lost:
+                transport.abort()  # visibly truncated, never complete-looking
+            self.state.finish(outcome)
+            raise
         except UpstreamBroke as broke:
             close = True
             if self.lost:
@@ -483,12 +519,11 @@ class FrontDoor(asyncio.Protocol):
             self.closing = True
             transport.close()
             return
-        if self.read_paused:
-            self.read_paused = False
-            transport.resume_reading()
         self._idle_since_now()
-        if serve_next and self.buffer:
-            self._serve_buffered()
+        if serve_next:
+            if self.buffer:
+                self._serve_buffered()
+            self._regulate_reading()
 
     # handing over and closing
 

@@ -60,6 +60,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
+        # As lenient as aiohttp's client, which takes a bare LF as a line end.
+        self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
         self.closed = False
         self.idle_since = 0.0
         self.head: asyncio.Future[ResponseHead] | None = None
@@ -74,6 +76,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._keep_alive = False
         self._complete = False
         self._received = False
+        # Reading stops while the client cannot take more, or while body bytes wait for a sink.
+        self._held_by_client = False
+        self._held_for_sink = False
         self._paused = False
         self._read_timeout: float | None = None
         self._last_read = 0.0
@@ -109,20 +114,35 @@ class UpstreamConnection(asyncio.Protocol):
         self._sink = sink
         if self._complete:
             self._finish()
-        elif self._paused and not self.closed:
-            self.resume()
+        elif self._held_for_sink:
+            self._held_for_sink = False
+            self._regulate_reading()
 
     def pause(self) -> None:
         """The client cannot take more: stop reading (and timing) the upstream."""
-        self._paused = True
-        if self.transport is not None and not self.closed:
-            self.transport.pause_reading()
+        self._held_by_client = True
+        self._regulate_reading()
 
     def resume(self) -> None:
-        self._paused = False
-        self._last_read = self.loop.time()
-        if self.transport is not None and not self.closed:
+        self._held_by_client = False
+        self._regulate_reading()
+
+    def _regulate_reading(self) -> None:
+        held = self._held_by_client or self._held_for_sink
+        if self._paused == held or self.transport is None or self.closed:
+            return
+        self._paused = held
+        if held:
+            self.transport.pause_reading()
+        else:
+            self._last_read = self.loop.time()
             self.transport.resume_reading()
+
+    def make_idle(self) -> None:
+        """Back to the pool: no exchange, reading on, so a close by the upstream is seen."""
+        self._sink = None
+        self._held_by_client = self._held_for_sink = False
+        self._regulate_reading()
 
     def abort(self) -> None:
         self.closed = True
@@ -140,12 +160,17 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if self._complete or self.head is None:
+            # Bytes nobody asked for (after a complete answer, or on an idle connection):
+            # never passed to a client; the connection is not trusted again.
+            self.abort()
+            return
         self._received = True
         self._last_read = self.loop.time()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as error:
-            self._fail(f"malformed response: {error}")
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
+            self._fail(f"malformed response: {error or type(error).__name__}")
             self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -162,6 +187,8 @@ class UpstreamConnection(asyncio.Protocol):
     # httptools callbacks
 
     def on_message_begin(self) -> None:
+        if self._complete:
+            raise UpstreamBroke("more than one answer to one request")
         self._header_lines = []
         self._reason = b""
 
@@ -193,8 +220,9 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self._pending.append(chunk)
         self._pending_size += len(chunk)
-        if self._pending_size > PENDING_LIMIT and not self._paused:
-            self.pause()
+        if self._pending_size > PENDING_LIMIT and not self._held_for_sink:
+            self._held_for_sink = True
+            self._regulate_reading()
 
     def on_message_complete(self) -> None:
         if 100 <= self._status < 200:
@@ -208,11 +236,14 @@ class UpstreamConnection(asyncio.Protocol):
     # internals
 
     def _finish(self) -> None:
+        self._sink = None
         if self.done is not None and not self.done.done():
             self.done.set_result(None)
 
     def _fail(self, reason: str, *, timed_out: bool = False) -> None:
         self._stop_timer()
+        if self._complete:
+            return  # the answer is whole (perhaps still waiting for its sink); only the connection is lost
         before = not self._received
         for waiter in (self.head, self.done):
             if waiter is not None and not waiter.done():
@@ -227,7 +258,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         now = self.loop.time()
         due = self._last_read + timeout
-        if self._paused or now < due:
+        if self._held_by_client or self._held_for_sink or now < due:
             self._timer = self.loop.call_at(max(due, now + 0.05), self._check_read_timeout)
             return
         self._fail(f"no data for {timeout:g} s (read_timeout)", timed_out=True)
@@ -256,7 +287,8 @@ class ConnectionPool:
         read_timeout: float | None,
     ) -> tuple[UpstreamConnection, ResponseHead]:
         """Send ``request`` and wait for the answer's head. A kept-alive connection the
-        upstream had closed is replaced once, for idempotent methods."""
+        upstream had closed is replaced once, for idempotent methods, as aiohttp's client does."""
+        retried = False
         while True:
             connection, reused = await self._acquire(address, connect_timeout)
             connection.start(request, read_timeout)
@@ -264,7 +296,9 @@ class ConnectionPool:
             try:
                 return connection, await connection.head
             except UpstreamBroke as broke:
-                if reused and broke.before_response and method in RETRY_METHODS:
+                stale = reused and broke.before_response and not broke.timed_out
+                if stale and not retried and method in RETRY_METHODS:
+                    retried = True
                     continue
                 raise
             except asyncio.CancelledError:
@@ -275,6 +309,7 @@ class ConnectionPool:
         if not connection.reusable:
             connection.abort()
             return
+        connection.make_idle()
         connection.idle_since = connection.loop.time()
         self._idle.setdefault(connection.address, []).append(connection)
         if self._sweeper is None:

@@ -6,6 +6,7 @@ that connection to aiohttp, and everything after it on the same connection is ai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -208,6 +209,7 @@ async def test_a_preflight_gets_the_same_answer_from_the_front_door_as_from_aioh
         pytest.param(get("/status/204", f"Origin: {LOCAL}"), id="an upstream 204"),
         pytest.param(get("/items", f"Origin: {LOCAL}", method="DELETE"), id="a DELETE"),
         pytest.param(get("/items", f"Origin: {LOCAL}", method="PUT"), id="a PUT without a body"),
+        pytest.param(get("/items", f"Origin: {LOCAL} ", "X-Trace: 1 "), id="values with trailing spaces"),
     ],
 )
 async def test_a_forwarded_request_gets_the_same_answer_and_sends_the_same_headers_upstream(
@@ -402,3 +404,110 @@ async def test_a_client_that_stops_reading_stops_the_proxy_reading_the_upstream(
     (answer,) = await connection.answers(1)
     assert len(answer.body) == total
     assert written == total
+
+
+# -- what a misbehaving client or upstream cannot do -------------------------------------
+
+
+async def test_bytes_an_upstream_sends_after_its_answer_never_reach_the_client(
+    scripted_upstream: Callable[[Script], Awaitable[str]],
+    make_proxy: ProxyFactory,
+    connect_to: Callable[[int], Connect],
+) -> None:
+    async def answer_and_more(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # One answer to one request, and a second one nobody asked for.
+        stray = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nSMUGGLED"
+        with contextlib.suppress(asyncio.IncompleteReadError):
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi" + stray)
+                await writer.drain()
+
+    client = await make_proxy(f"upstream: {await scripted_upstream(answer_and_more)}\n")
+    assert client.port is not None
+    connection = await connect_to(client.port)()
+    await connection.send(get("/a"))
+    await asyncio.sleep(0.2)
+    await connection.send(get("/b"))
+    first, second = await connection.answers(2)
+    assert (bytes(first.body), bytes(second.body)) == (b"hi", b"hi")
+    await asyncio.sleep(0.2)
+    assert connection.reader.at_eof() is False
+    assert len(connection.parsed.answers) == 2
+
+
+async def test_a_read_timeout_is_a_504_and_the_request_is_sent_only_once(
+    upstream: Upstream, make_proxy: ProxyFactory, connect_to: Callable[[int], Connect]
+) -> None:
+    client = await make_proxy(f"routes:\n  - path: /\n    upstream: {upstream.url}\n    read_timeout: 0.5\n")
+    assert client.port is not None
+    warm = await connect_to(client.port)()
+    # Several kept-alive upstream connections, each of which a retry could pick.
+    for index in range(4):
+        await warm.send(get(f"/warm{index}"))
+    await warm.answers(4)
+    connection = await connect_to(client.port)()
+    await connection.send(get("/slow?delay=3"))
+    (answer,) = await connection.answers(1)
+    assert answer.status == 504
+    assert [seen.path for seen in upstream.received].count("/slow") == 1
+
+
+async def test_a_slow_reader_of_pipelined_downloads_gets_every_answer(
+    aiohttp_server: ServerFactory, make_proxy: ProxyFactory, connect_to: Callable[[int], Connect]
+) -> None:
+    body = b"x" * (256 * 1024)
+
+    async def download(request: web.Request) -> web.Response:
+        return web.Response(body=body)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", download)
+    server = await aiohttp_server(app)
+    client = await make_proxy(f"upstream: {server.make_url('')}\n")
+    assert client.port is not None
+    connection = await connect_to(client.port)()
+    count = 40
+    await connection.send("".join(get(f"/file{index}") for index in range(count)))
+    answers: list[Answer] = []
+    async with asyncio.timeout(30):
+        while len(connection.parsed.answers) < count:
+            data = await connection.reader.read(32 * 1024)
+            assert data, f"closed after {len(connection.parsed.answers)} answers"
+            connection.parsed.parser.feed_data(data)
+            await asyncio.sleep(0.001)  # slower than the proxy: its writes back up
+        answers = connection.parsed.answers
+    assert [len(answer.body) for answer in answers] == [len(body)] * count
+
+
+async def test_a_client_that_sends_without_reading_is_not_read_without_bound(
+    proxy: TestClient[Any, Any], proxy_port: int, connect_to: Callable[[int], Connect]
+) -> None:
+    connection = await connect_to(proxy_port)()
+    request = preflight("/items").encode()
+    sent = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(2):
+            while sent < 64 * 1024 * 1024:
+                connection.writer.write(request * 1000)
+                await connection.writer.drain()  # blocks once the proxy stops reading
+                sent += len(request) * 1000
+    assert sent < 64 * 1024 * 1024, "the proxy kept reading from a client that never reads"
+    doors = proxy.server.runner.server.doors  # type: ignore[union-attr]
+    assert all(len(door.buffer) <= 1024 * 1024 for door in doors)
+
+
+@pytest.mark.parametrize(
+    "raw_request",
+    [
+        pytest.param(b"GET /items HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n", id="two Hosts"),
+        pytest.param(b"GET /items HTTP/1.1\nHost: localhost\n\n", id="bare LF line ends"),
+    ],
+)
+async def test_a_head_aiohttp_would_refuse_is_refused_with_a_400(
+    proxy_port: int, connect_to: Callable[[int], Connect], upstream: Upstream, raw_request: bytes
+) -> None:
+    connection = await connect_to(proxy_port)()
+    await connection.send(raw_request)
+    (answer,) = await connection.answers(1)
+    assert answer.status == 400
+    assert upstream.received == []
