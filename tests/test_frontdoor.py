@@ -111,7 +111,9 @@ async def connect_to() -> AsyncIterator[Callable[[int], Connect]]:
 
     yield factory
     for connection in opened:
-        connection.writer.close()
+        # Aborted, not closed: a client that never read may have unsent bytes queued.
+        connection.writer.transport.abort()
+    await asyncio.sleep(0)
 
 
 def get(path: str, *headers: str, method: str = "GET", version: str = "1.1") -> str:
@@ -321,6 +323,8 @@ async def scripted_upstream() -> AsyncIterator[Callable[[Script], Awaitable[str]
                 await script(reader, writer)
             finally:
                 writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
 
         server = await asyncio.start_server(serve, "127.0.0.1", 0)
         servers.append(server)
