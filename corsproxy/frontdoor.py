@@ -5,12 +5,12 @@ commonest requests do not need. The front door parses each request head with htt
 and serves two kinds itself, by the same rules and the same code as app.py:
 
 - CORS preflights, answered from the cached decision (the bytes built once per decision);
-- body-less requests to plain-http routes, forwarded over the lean keep-alive client
-  (upstream_pool.py) and streamed back with flow control both ways.
+- body-less requests, forwarded over the lean keep-alive client (upstream_pool.py) and
+  streamed back with flow control both ways.
 
 Anything else (a body, a WebSocket or other upgrade, HTTP/1.0, HEAD, the proxy's own
-pages, an https upstream, a request to refuse, a head it cannot parse or one over the
-size limit) is handed to aiohttp's request handler together with every byte received
+pages, an upstream URL with credentials in it, a request to refuse, a head it cannot
+parse or one over the size limit) is handed to aiohttp's request handler together with every byte received
 so far, and that connection is aiohttp's from then on. So every answer aiohttp gave
 before, its 400s and 4xx refusals included, it still gives.
 """
@@ -429,11 +429,12 @@ class FrontDoor(asyncio.Protocol):
             outcome.error = "client disconnected"
             self.state.finish(outcome)
             return True
-        # The head and the body bytes already here in one write: one send() for a small answer.
-        pending = connection.take_pending()
-        if chunked:
-            pending = [b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in pending if chunk]
-        transport.write(head + b"".join(pending) if pending else head)
+        # The head and the body bytes already here in one gathered write: one send() for a
+        # small answer, and no copy into one buffer for a large one.
+        parts = [head]
+        for chunk in connection.take_pending():
+            parts += (b"%x\r\n" % len(chunk), chunk, b"\r\n") if chunked else (chunk,)
+        transport.writelines(parts)
         self.answered = True
         self.upstream = connection
         if self.write_paused:

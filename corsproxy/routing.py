@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 import ssl
 from dataclasses import asdict, dataclass
+from ssl import SSLContext
 
 import aiohttp
 from yarl import URL
 
 from corsproxy.config import RouteConfig
 from corsproxy.rewrite import CookiePolicy
-from corsproxy.tls import client_ssl_context
+from corsproxy.tls import client_ssl_context, connection_context
 
 
 @dataclass(frozen=True)
@@ -32,15 +33,17 @@ class Route:
     cookie_policy: CookiePolicy
     # The ssl= argument for this upstream: True (verified, system CAs), False, or a context.
     ssl: ssl.SSLContext | bool
-    # (host, port) and Host header for the front door's lean client, which speaks plain
-    # http only: ``lean`` is False for https upstreams and URLs carrying credentials.
-    address: tuple[str, int]
+    # Where the front door's lean client connects (host, port, and the TLS context for
+    # https or None for http), and the Host header it sends. ``lean`` is False for upstream
+    # URLs carrying credentials, which aiohttp's client turns into an Authorization header.
+    address: tuple[str, int, SSLContext | None]
     host_header: str
     lean: bool
 
     @classmethod
     def build(cls, config: RouteConfig) -> Route:
         base = URL(config.upstream)
+        ssl_value = client_ssl_context(**asdict(config.tls))
         injected = frozenset(name.lower() for name, _ in config.request_headers)
         return cls(
             config=config,
@@ -52,10 +55,14 @@ class Route:
             path_rewrites=tuple((re.compile(match), replace) for match, replace in config.path_rewrites),
             upstream_origin=str(base.origin()),
             cookie_policy=CookiePolicy(**asdict(config.cookies)),
-            ssl=client_ssl_context(**asdict(config.tls)),
-            address=(base.host or "", base.port or 80),
+            ssl=ssl_value,
+            address=(
+                base.host or "",
+                base.port or 80,
+                connection_context(ssl_value) if base.scheme == "https" else None,
+            ),
             host_header=base.host_port_subcomponent or "",
-            lean=base.scheme == "http" and base.raw_user is None and base.raw_password is None,
+            lean=base.raw_user is None and base.raw_password is None,
             # No total limit: event streams and long downloads live as long as they talk.
             timeout=aiohttp.ClientTimeout(
                 total=None, connect=config.connect_timeout, sock_read=config.read_timeout

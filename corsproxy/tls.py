@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import ipaddress
 import os
 import shlex
@@ -76,6 +77,22 @@ def client_ssl_context(
     if client_cert is not None:
         _load_chain(context, client_cert, client_key, "client_cert", "client_key")
     return context
+
+
+@functools.cache
+def _plain_client_context(verify: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def connection_context(value: ssl.SSLContext | bool) -> ssl.SSLContext:
+    """An ``ssl=`` value from ``client_ssl_context`` as the context a plain
+    ``create_connection`` needs (the front door's client, upstream_pool.py): the same
+    verified system default aiohttp uses for True, no verification for False."""
+    return value if isinstance(value, ssl.SSLContext) else _plain_client_context(value)
 
 
 # ------------------------------------------------------------------------------- server

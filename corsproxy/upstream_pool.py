@@ -2,17 +2,17 @@
 
 aiohttp's client costs a third of a small proxied GET in request objects, automatic
 headers, timers and stream readers. The front door forwards body-less requests to
-plain-http upstreams here instead: each upstream (host, port) keeps a stack of idle
+upstreams here instead (http or https): each upstream (host, port, TLS) keeps a stack of idle
 connections, responses are parsed by httptools, and each body chunk is handed to the
 caller's sink as it arrives. Flow control runs both ways: the caller pauses the
 upstream connection while its client's socket is full, and the read timeout does not
-run meanwhile. HTTPS upstreams, request bodies and WebSockets stay with aiohttp's
-client (upstream.py).
+run meanwhile. Request bodies and WebSockets stay with aiohttp's client (upstream.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -25,10 +25,14 @@ IDLE_TIMEOUT = 15.0
 # RFC 9110 section 9.2.2: idempotent methods may be retried automatically. Only these
 # are re-sent when a kept-alive connection turns out to have been closed by the upstream.
 RETRY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+# Bytes read from an upstream at a time: body chunks reach the client in pieces of at
+# most this size, equal-sized buffers that keep memory flat (as upstream.py's READ_CHUNK).
+READ_SIZE = 64 * 1024
 # Body bytes that may wait for the caller to attach its sink before reading pauses.
-PENDING_LIMIT = 1024 * 1024
+PENDING_LIMIT = 256 * 1024
 
-Address = tuple[str, int]
+# (host, port, TLS context for https or None for plain http)
+Address = tuple[str, int, ssl.SSLContext | None]
 
 
 class UpstreamBroke(Exception):
@@ -51,8 +55,9 @@ class ResponseHead:
 BodySink = Callable[[bytes], None]
 
 
-class UpstreamConnection(asyncio.Protocol):
-    """One connection to an upstream, carrying one exchange at a time."""
+class UpstreamConnection(asyncio.BufferedProtocol):
+    """One connection to an upstream, carrying one exchange at a time. Reads land in one
+    buffer of READ_SIZE per connection, so a large body never costs a large allocation."""
 
     def __init__(self, pool: ConnectionPool, address: Address) -> None:
         self.pool = pool
@@ -83,6 +88,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._read_timeout: float | None = None
         self._last_read = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._read_buffer = memoryview(bytearray(READ_SIZE))
 
     def start(self, request: bytes, read_timeout: float | None) -> None:
         """Send one request head; ``head`` resolves with the answer's head, ``done`` when
@@ -159,7 +165,13 @@ class UpstreamConnection(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._read_buffer[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         if self._complete or self.head is None:
             # Bytes nobody asked for (after a complete answer, or on an idle connection):
             # never passed to a client; the connection is not trusted again.
@@ -339,10 +351,15 @@ class ConnectionPool:
             if not connection.closed and loop.time() - connection.idle_since < IDLE_TIMEOUT:
                 return connection, True
             connection.abort()
-        host, port = address
+        host, port, tls = address
+        # The connect timeout covers the TLS handshake too, as aiohttp's does.
         async with asyncio.timeout(connect_timeout):
             _, connection = await loop.create_connection(
-                lambda: UpstreamConnection(self, address), host, port
+                lambda: UpstreamConnection(self, address),
+                host,
+                port,
+                ssl=tls,
+                server_hostname=host if tls is not None else None,
             )
         self._open.add(connection)
         return connection, False

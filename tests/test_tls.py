@@ -443,3 +443,31 @@ def test_ca_file_with_verify_false_is_a_config_error(pki: Pki) -> None:
     tls = f"    tls:\n      verify: false\n      ca_file: {pki.ca_file}"
     with pytest.raises(ConfigError, match="ca_file has no effect with verify: false"):
         config_from_yaml(proxy_config("https://127.0.0.1:1", tls))
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "served_by_front_door"),
+    [
+        pytest.param("GET", None, 1, id="a GET, by the front door's client"),
+        pytest.param("GET", b"hello", 0, id="a GET with a body, by aiohttp's client"),
+    ],
+)
+async def test_both_clients_present_the_route_tls_settings(
+    aiohttp_server: ServerFactory,
+    pki: Pki,
+    make_proxy: ProxyFactory,
+    method: str,
+    body: bytes | None,
+    served_by_front_door: int,
+) -> None:
+    server = await tls_server(aiohttp_server, pki, require_client_cert=True)
+    tls = (
+        f"    tls:\n      ca_file: {pki.ca_file}\n"
+        f"      client_cert: {pki.client_cert}\n      client_key: {pki.client_key}"
+    )
+    client = await make_proxy(proxy_config(str(server.make_url("")).rstrip("/"), tls))
+    response = await client.request(method, "/", data=body, headers={"Origin": LOCAL})
+    assert response.status == 200
+    assert loads(await response.read()) == {"alt": ["client@example.test"]}
+    health = await (await client.get("/__corsproxy/health")).json()
+    assert health["front_door"]["served"] == served_by_front_door
