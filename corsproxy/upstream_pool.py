@@ -56,8 +56,8 @@ BodySink = Callable[[bytes], None]
 
 
 class UpstreamConnection(asyncio.BufferedProtocol):
-    """One connection to an upstream, carrying one exchange at a time. Reads land in one
-    buffer of READ_SIZE per connection, so a large body never costs a large allocation."""
+    """One connection to an upstream, carrying one exchange at a time. Reads land in the
+    pool's one buffer of READ_SIZE, so a large body never costs a large allocation."""
 
     def __init__(self, pool: ConnectionPool, address: Address) -> None:
         self.pool = pool
@@ -88,7 +88,6 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self._read_timeout: float | None = None
         self._last_read = 0.0
         self._timer: asyncio.TimerHandle | None = None
-        self._read_buffer = memoryview(bytearray(READ_SIZE))
 
     def start(self, request: bytes, read_timeout: float | None) -> None:
         """Send one request head; ``head`` resolves with the answer's head, ``done`` when
@@ -166,10 +165,12 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._read_buffer
+        # Shared by every connection of the pool: the event loop fills it and calls
+        # buffer_updated at once, and the parser copies out what it keeps.
+        return self.pool.read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(self._read_buffer[:nbytes])
+        self.data_received(self.pool.read_buffer[:nbytes])
 
     def data_received(self, data: bytes | memoryview) -> None:
         if self._complete or self.head is None:
@@ -286,6 +287,7 @@ class ConnectionPool:
     """Idle connections per upstream address, most recently used first."""
 
     def __init__(self) -> None:
+        self.read_buffer = memoryview(bytearray(READ_SIZE))
         self._idle: dict[Address, list[UpstreamConnection]] = {}
         self._open: set[UpstreamConnection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
