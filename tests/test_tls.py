@@ -382,20 +382,6 @@ async def test_proxy_reaches_a_private_ca_upstream(
     assert loads(await response.read()) == {"alt": []}
 
 
-async def test_proxy_presents_the_route_client_certificate(
-    aiohttp_server: ServerFactory, pki: Pki, make_proxy: ProxyFactory
-) -> None:
-    server = await tls_server(aiohttp_server, pki, require_client_cert=True)
-    tls = (
-        f"    tls:\n      ca_file: {pki.ca_file}\n"
-        f"      client_cert: {pki.client_cert}\n      client_key: {pki.client_key}"
-    )
-    client = await make_proxy(proxy_config(str(server.make_url("")).rstrip("/"), tls))
-    response = await client.get("/", headers={"Origin": LOCAL})
-    assert response.status == 200
-    assert loads(await response.read()) == {"alt": ["client@example.test"]}
-
-
 async def test_proxy_without_the_client_certificate_is_a_502(
     aiohttp_server: ServerFactory, pki: Pki, make_proxy: ProxyFactory
 ) -> None:
