@@ -306,9 +306,8 @@ class FrontDoor(asyncio.Protocol):
     def _serve(self, request: FrontRequest, head_length: int, started: float) -> bool:
         """Serve the request if it is the front door's to serve; False hands it to aiohttp."""
         method = request.method
-        if method in ("HEAD", "CONNECT") or request.raw_path.startswith(OWN_PREFIX[:-1]):
-            return False
-        if request.path.startswith(OWN_PREFIX[:-1]):
+        own = OWN_PREFIX[:-1]
+        if method in ("HEAD", "CONNECT") or request.raw_path.startswith(own) or request.path.startswith(own):
             return False
         runtime = self.state.runtime
         headers = request.headers
@@ -326,8 +325,7 @@ class FrontDoor(asyncio.Protocol):
                 headers.get("Access-Control-Request-Headers"),
                 headers.get("Access-Control-Request-Private-Network") == "true",
             )
-            del self.buffer[:head_length]
-            self.state.front_door.served += 1
+            self._take(head_length)
             self._answer_preflight(request, decision, started)
             return True
         route = runtime.router.match(request.raw_path)
@@ -336,11 +334,15 @@ class FrontDoor(asyncio.Protocol):
         decision = NO_ORIGIN if origin is None else runtime.policy.actual(request.path, origin, method)
         if credentials_refusal(headers, route, decision) is not None:
             return False
-        del self.buffer[:head_length]
-        self.state.front_door.served += 1
+        self._take(head_length)
         self.busy = True
         self.task = self.loop.create_task(self._forward(request, route, decision, started))
         return True
+
+    def _take(self, head_length: int) -> None:
+        """The front door serves the request whose head is first in the buffer."""
+        del self.buffer[:head_length]
+        self.state.front_door.served += 1
 
     def _answer_preflight(self, request: FrontRequest, decision: Decision, started: float) -> None:
         status, headers, head, body = preflight_bytes(decision)
