@@ -27,8 +27,9 @@ from yarl import URL
 from corsproxy.config import Config
 from corsproxy.cors_headers import PREFLIGHT_VARY_TOKENS, VARY_ORIGIN, add_cors_headers
 from corsproxy.exchanges import Exchange, ExchangeLog
-from corsproxy.guards import HostGuard
+from corsproxy.guards import HostGuard, request_authority
 from corsproxy.inspector import add_inspector_routes
+from corsproxy.message_checks import dot_segment_refusal, transfer_coding_refusal, undecodable_header
 from corsproxy.policy import NO_ORIGIN, Decision, Policy
 from corsproxy.reload import watch_config
 from corsproxy.routing import Route, Router
@@ -178,8 +179,16 @@ def create_app(config: Config, watch: Path | None = None) -> web.Application:
     state = ProxyState(Runtime.build(config))
     size = config.server.max_header_size
     app = web.Application(
-        # Longer request lines or header fields get a 400 naming the limit from the parser.
-        handler_args={"max_line_size": size, "max_field_size": size},
+        handler_args={
+            # Longer request lines or header fields get a 400 naming the limit from the parser.
+            "max_line_size": size,
+            "max_field_size": size,
+            # Request bodies reach the upstream byte for byte, whatever their
+            # Content-Encoding: decoded here while the original Content-Length went on,
+            # a body would end early and the upstream would read the next request on its
+            # connection as the rest of it (request smuggling).
+            "auto_decompress": False,
+        },
     )
     app[STATE] = state
     app.cleanup_ctx.append(_client_session)
@@ -221,8 +230,31 @@ def host_refusal(request: web.Request) -> web.Response | None:
     """The DNS-rebinding guard, called first by every handler. A plain call rather than a
     middleware: aiohttp wraps the handler anew for every request when a middleware is set."""
     guard = request.app[STATE].runtime.host_guard
-    host = request.headers.get("Host")
+    host = request_authority(request)
     return None if guard.allows(host) else guard.refusal(host)
+
+
+def message_refusal(request: web.Request) -> web.Response | None:
+    """A request the proxy cannot pass on as received (message_checks.py), answered with a
+    4xx or 501 that says why."""
+    reason = dot_segment_refusal(request.rel_url.raw_path) or undecodable_header(request.headers.items())
+    if reason is not None:
+        return web.Response(status=400, text=reason + "\n")
+    reason = transfer_coding_refusal(request.headers.get("Transfer-Encoding"))
+    if reason is not None:
+        response = web.Response(status=501, text=reason + "\n")
+        response.force_close()
+        return response
+    return None
+
+
+def declined_upgrade(request: web.Request) -> bool:
+    """An Upgrade the proxy does not take (anything but a WebSocket). Its parser stops at
+    such a request and would take pipelined requests behind it for the new protocol, so
+    the connection closes after the answer, as a client that pipelines expects it may
+    (RFC 9112 section 9.3.2), and no request is silently lost. The upgrade itself is
+    declined as RFC 9110 section 7.8 allows: Upgrade is not forwarded."""
+    return "Upgrade" in request.headers and not is_websocket_upgrade(request)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -256,6 +288,13 @@ async def own_not_found(request: web.Request) -> web.Response:
 
 
 async def proxy(request: web.Request) -> web.StreamResponse:
+    response = await forward_or_answer(request)
+    if not response.prepared and declined_upgrade(request):
+        response.force_close()
+    return response
+
+
+async def forward_or_answer(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     refused = host_refusal(request)
     if refused is not None:
@@ -264,6 +303,13 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     runtime = state.runtime
     origin = request.headers.get("Origin")
     method = request.method
+
+    refusal = message_refusal(request)
+    if refusal is not None:
+        decision = NO_ORIGIN if origin is None else runtime.policy.actual(request.path, origin)
+        add_cors_headers(refusal.headers, decision, VARY_ORIGIN)
+        state.finish(Outcome(request, refusal, started, decision, error=refusal.text))
+        return refusal
 
     # Fetch standard, CORS-preflight request: OPTIONS carrying both Origin and
     # Access-Control-Request-Method. Any other OPTIONS is an ordinary request.
@@ -281,7 +327,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         state.finish(Outcome(request, response, started, decision, preflight=True))
         return response
 
-    decision = NO_ORIGIN if origin is None else runtime.policy.actual(request.path, origin, method)
+    decision = NO_ORIGIN if origin is None else runtime.policy.actual(request.path, origin)
     route = runtime.router.match(request.rel_url.raw_path)
     if route is None:
         prefixes = ", ".join(r.prefix for r in runtime.router.routes)
@@ -308,7 +354,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         finally:
             state.upstream_slots.release()
     except UpstreamFailure as failure:
-        # Rule 7 of the design: CORS headers on the proxy's own errors too, so the page
+        # CORS headers on the proxy's own errors too (README, "How the proxy decides"), so the page
         # can read "502 cannot connect" instead of a misleading CORS error.
         response = web.Response(status=failure.status, text=failure.message + "\n")
         add_cors_headers(response.headers, decision, VARY_ORIGIN)
@@ -334,6 +380,8 @@ async def relay(
     headers = response_headers(upstream, request, route)
     add_cors_headers(headers, decision, VARY_ORIGIN)
     streamed = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+    if declined_upgrade(request):
+        streamed.force_close()
     outcome = Outcome(request, streamed, started, decision).forwarded(target, sent_headers, upstream_ms)
 
     def note_failure(reason: str) -> None:
@@ -370,7 +418,7 @@ def credentials_refusal(headers: Mapping[str, str], route: Route, decision: Deci
     if not route.config.guards_credentials:
         return None
     # A simple request needs no preflight, so without this check any website could
-    # spend the developer's injected API key (design promise 3). Browsers send no
+    # spend the developer's injected API key (docs/design.md, "Refused"). Browsers send no
     # Origin on no-cors GETs, but they do send Sec-Fetch-Site (Fetch Metadata).
     origin = headers.get("Origin")
     refused_origin = origin is not None and not decision.allowed

@@ -43,6 +43,7 @@ from corsproxy.app import (
     take_upstream_slot,
 )
 from corsproxy.cors_headers import VARY_ORIGIN, add_cors_headers
+from corsproxy.message_checks import dot_segment_refusal
 from corsproxy.policy import NO_ORIGIN, Decision
 from corsproxy.routing import Route
 from corsproxy.upstream import UpstreamFailure, forwarded_headers, returned_headers
@@ -287,11 +288,14 @@ class FrontDoor(asyncio.Protocol):
         parts = split_target(self._url.decode("utf-8", "surrogateescape"))
         if parts is None:
             return None
-        # Values lose surrounding whitespace (RFC 9110 section 5.5), as aiohttp's parser does.
-        headers: CIMultiDict[str] = CIMultiDict(
-            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape").strip(" \t"))
-            for name, value in self._header_lines
-        )
+        try:
+            # Values lose surrounding whitespace (RFC 9110 section 5.5), as aiohttp's parser
+            # does. Bytes that are not UTF-8 are refused by aiohttp (message_checks.py).
+            headers: CIMultiDict[str] = CIMultiDict(
+                (name.decode(), value.decode().strip(" \t")) for name, value in self._header_lines
+            )
+        except UnicodeDecodeError:
+            return None
         if len(headers) != len({name.lower() for name in headers}):
             # A repeated header: aiohttp refuses repeated Host, Content-Type and the like
             # (RFC 9110 section 5.3), so it decides.
@@ -309,6 +313,8 @@ class FrontDoor(asyncio.Protocol):
         own = OWN_PREFIX[:-1]
         if method in ("HEAD", "CONNECT") or request.raw_path.startswith(own) or request.path.startswith(own):
             return False
+        if dot_segment_refusal(request.raw_path) is not None:
+            return False  # refused by aiohttp, with the reason
         runtime = self.state.runtime
         headers = request.headers
         if not runtime.host_guard.allows(request.host):
@@ -331,7 +337,7 @@ class FrontDoor(asyncio.Protocol):
         route = runtime.router.match(request.raw_path)
         if route is None or not route.lean:
             return False
-        decision = NO_ORIGIN if origin is None else runtime.policy.actual(request.path, origin, method)
+        decision = NO_ORIGIN if origin is None else runtime.policy.actual(request.path, origin)
         if credentials_refusal(headers, route, decision) is not None:
             return False
         self._take(head_length)
@@ -477,7 +483,7 @@ class FrontDoor(asyncio.Protocol):
         sent: CIMultiDict[str],
         failure: UpstreamFailure,
     ) -> bool:
-        """Rule 7 of the design: CORS headers on the proxy's own errors too, so the page
+        """CORS headers on the proxy's own errors too (README, "How the proxy decides"), so the page
         can read "502 cannot connect" instead of a misleading CORS error."""
         body = (failure.message + "\n").encode()
         headers: CIMultiDict[str] = CIMultiDict()

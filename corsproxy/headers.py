@@ -20,6 +20,11 @@ HOP_BY_HOP = frozenset(
     }
 )
 
+# RFC 9110 section 10.1.1: the proxy's server side meets "Expect: 100-continue" itself
+# (aiohttp sends the 100 before the body is read), so the expectation is not forwarded:
+# the client side would otherwise wait for a second 100 that an upstream need not send.
+MET_BY_PROXY = frozenset({"expect"})
+
 # RFC 9110 section 5.6.2: a header name is a token.
 TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 

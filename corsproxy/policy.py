@@ -3,7 +3,7 @@
 Everything that depends only on the configuration (compiled globs and origin
 patterns, joined header values) is computed once in CompiledRule; the per-request
 path looks rules up, checks, and copies prepared header tuples. Decisions are
-cached per (rule, origin, method[, requested headers]) in bounded dictionaries.
+cached per (rule, origin[, method, requested headers]) in bounded dictionaries.
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ SAFELISTED_RESPONSE_HEADERS = frozenset(
         "pragma",
     }
 )
+
+# Fetch standard, "CORS-safelisted method", compared byte for byte: fetch() upper-cases
+# these names itself, so a preflight asking for one of them passes any allow_methods.
+SAFELISTED_METHODS = frozenset({"GET", "HEAD", "POST"})
 
 CACHE_LIMIT = 4096
 
@@ -109,8 +113,7 @@ class CompiledRule:
         return any(pattern.matches(origin) for pattern in self.patterns)
 
     def allows_method(self, method: str) -> bool:
-        # HEAD is GET without a body: allowing GET allows HEAD.
-        return self.any_method or method in self.methods or (method == "HEAD" and "GET" in self.methods)
+        return self.any_method or method in self.methods
 
     def origin_headers(self, origin: str) -> list[tuple[str, str]]:
         # Fetch standard, CORS check: ACAO is "*" or the request's Origin byte for byte;
@@ -128,7 +131,7 @@ class Policy:
     def __init__(self, rules: tuple[RuleConfig, ...]) -> None:
         self.rules = tuple(CompiledRule(index, rule) for index, rule in enumerate(rules))
         self._by_origin: dict[str, tuple[CompiledRule, ...]] = {}
-        self._actual: dict[tuple[int, str, str], Decision] = {}
+        self._actual: dict[tuple[int, str], Decision] = {}
         self._preflight: dict[tuple[int, str, str, str, bool], Decision] = {}
 
     def _rules_for(self, origin: str) -> tuple[CompiledRule, ...]:
@@ -146,23 +149,23 @@ class Policy:
                 return rule
         return None
 
-    def actual(self, path: str, origin: str, method: str) -> Decision:
-        """CORS headers for a request that carries Origin and is not a preflight."""
+    def actual(self, path: str, origin: str) -> Decision:
+        """CORS headers for a request that carries Origin and is not a preflight. The
+        Fetch standard's CORS check on a response looks at the origin and credentials
+        only, never at the method: allow_methods governs what preflights may ask for."""
         rule = self.find(path, origin)
         if rule is None:
             return Decision(False, self.explain_origin(path, origin))
-        key = (rule.index, origin, method)
+        key = (rule.index, origin)
         decision = self._actual.get(key)
         if decision is None:
-            decision = self._decide_actual(rule, origin, method)
+            decision = self._decide_actual(rule, origin)
             if len(self._actual) >= CACHE_LIMIT:
                 self._actual.clear()
             self._actual[key] = decision
         return decision
 
-    def _decide_actual(self, rule: CompiledRule, origin: str, method: str) -> Decision:
-        if not rule.allows_method(method):
-            return Decision(False, _method_refusal(rule, method), rule.index)
+    def _decide_actual(self, rule: CompiledRule, origin: str) -> Decision:
         headers = rule.origin_headers(origin)
         if rule.expose_value:
             headers.append((ACEH, rule.expose_value))
@@ -200,7 +203,9 @@ class Policy:
     ) -> Decision:
         if not TOKEN.match(method):
             return Decision(False, f"Access-Control-Request-Method {method!r} is not a method", rule.index)
-        if not rule.allows_method(method):
+        # Fetch standard, CORS-preflight fetch step 7.5: a CORS-safelisted method passes
+        # the browser's method check whatever Access-Control-Allow-Methods lists.
+        if method not in SAFELISTED_METHODS and not rule.allows_method(method):
             return Decision(False, _method_refusal(rule, method), rule.index)
         names = split_list(requested_headers)
         for name in names:

@@ -17,7 +17,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from corsproxy.headers import connection_listed, is_hop_by_hop
+from corsproxy.guards import request_authority
+from corsproxy.headers import MET_BY_PROXY, connection_listed, is_hop_by_hop
 from corsproxy.rewrite import restore_cookie_prefixes, rewrite_location, rewrite_set_cookie
 from corsproxy.routing import Route
 
@@ -57,7 +58,11 @@ def create_session(max_connections: int) -> aiohttp.ClientSession:
 def upstream_headers(request: web.Request, route: Route) -> CIMultiDict[str]:
     """The request's headers as the upstream should see them (RFC 9110 section 7.6)."""
     return forwarded_headers(
-        request.headers, route, remote=request.remote or "", scheme=request.scheme, host=request.host
+        request.headers,
+        route,
+        remote=request.remote or "",
+        scheme=request.scheme,
+        host=request_authority(request) or "",
     )
 
 
@@ -72,7 +77,7 @@ def forwarded_headers(
     for name, value in incoming.items():
         lower = name.lower()
         # Host is set from the upstream URL by the client: third-party APIs route on it.
-        if lower == "host" or lower in dropped or is_hop_by_hop(lower, listed):
+        if lower == "host" or lower in MET_BY_PROXY or lower in dropped or is_hop_by_hop(lower, listed):
             continue
         if lower == "cookie":
             # Cookies whose __Host-/__Secure- prefix had to be set aside on the way out
@@ -147,7 +152,9 @@ def response_headers(
     """The upstream's headers minus hop-by-hop ones and its own Access-Control-*,
     which the proxy replaces so the browser never sees two ACAO lines. Cookies and
     redirects are adapted so they work on the proxy's origin (rewrite.py)."""
-    return returned_headers(upstream.headers, route, scheme=request.scheme, host=request.host)
+    return returned_headers(
+        upstream.headers, route, scheme=request.scheme, host=request_authority(request) or ""
+    )
 
 
 def returned_headers(

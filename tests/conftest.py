@@ -15,9 +15,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from corsproxy import create_app
+from corsproxy.app import STATE, ProxyState
 from corsproxy.config import Config
 from corsproxy.frontdoor import ProxyRunner
 from corsproxy.schema import parse_config
+from tests.raw_http import Connect, RawConnection, RecordingUpstream, start_recording_upstream
 
 GZIPPED_TEXT = b"hello, compressed world\n" * 100
 
@@ -202,3 +204,93 @@ async def proxy_server() -> AsyncIterator[ProxyServerFactory]:
 
 def loads(body: bytes) -> Any:
     return json.loads(body.decode())
+
+
+@pytest.fixture
+async def connect_to() -> AsyncIterator[Callable[[int], Connect]]:
+    """Raw client connections to a port; aborted at teardown."""
+    opened: list[RawConnection] = []
+
+    def factory(port: int) -> Connect:
+        async def connect() -> RawConnection:
+            connection = RawConnection(*await asyncio.open_connection("127.0.0.1", port))
+            opened.append(connection)
+            return connection
+
+        return connect
+
+    yield factory
+    for connection in opened:
+        # Aborted, not closed: a client that never read may have unsent bytes queued.
+        connection.writer.transport.abort()
+    await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def recording_upstream() -> AsyncIterator[RecordingUpstream]:
+    """An upstream that records the exact bytes it receives (tests/raw_http.py)."""
+    upstream = await start_recording_upstream()
+    yield upstream
+    await upstream.close()
+
+
+# -- both transports -------------------------------------------------------------------
+
+# A request the proxy's own pages answer: aiohttp's, so it hands its connection over.
+HEALTH_REQUEST = b"GET /__corsproxy/health HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+
+@dataclass
+class Door:
+    """One way into the proxy. "front door": a fresh connection, whose requests the front
+    door serves or hands to aiohttp as it sees fit. "aiohttp": a connection already handed
+    to aiohttp (by a first request to /__corsproxy/health), so aiohttp serves everything."""
+
+    name: str
+    state: ProxyState
+    port: int
+    connect: Connect
+    served_before: int = 0
+
+    async def open(self) -> RawConnection:
+        connection = await self.connect()
+        if self.name == "aiohttp":
+            await connection.send(HEALTH_REQUEST)
+            (health,) = await connection.next_answers(1)
+            assert health.status == 200
+        self.served_before = self.state.front_door.served
+        return connection
+
+    @property
+    def front_door_served(self) -> int:
+        """Requests the front door served itself since the last ``open``."""
+        return self.state.front_door.served - self.served_before
+
+    def assert_served(self, count: int, *, front_door_can: bool) -> None:
+        """``count`` requests went through this door; the front door served them itself
+        where it can (and this door lets it), aiohttp otherwise."""
+        wanted = count if front_door_can and self.name == "front door" else 0
+        assert self.front_door_served == wanted, (
+            f"{self.name}: the front door served {self.front_door_served}"
+        )
+
+
+DoorFactory = Callable[[str], Awaitable[Door]]
+
+
+@pytest.fixture(params=["front door", "aiohttp"])
+async def door_to(
+    request: pytest.FixtureRequest,
+    proxy_server: ProxyServerFactory,
+    connect_to: Callable[[int], Connect],
+) -> DoorFactory:
+    """Start the proxy for a YAML config and return the door the test goes through; every
+    test that takes it runs once per transport."""
+
+    async def start(yaml_text: str) -> Door:
+        app = create_app(config_from_yaml(yaml_text))
+        server = await proxy_server(app)
+        assert server.port is not None
+        return Door(request.param, app[STATE], server.port, connect_to(server.port))
+
+    return start

@@ -9,111 +9,17 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import httptools
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.conftest import ProxyFactory, Upstream
+from tests.raw_http import Answer, Connect
 
 LOCAL = "http://localhost:5173"
 ServerFactory = Callable[..., Awaitable[TestServer]]
-
-
-# -- a raw client that reads whole responses with a real parser -------------------------
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytearray = field(default_factory=bytearray)
-
-    def header_set(self) -> set[tuple[str, str]]:
-        """Headers as a set, less Date, which moves with the clock."""
-        return {(name.lower(), value) for name, value in self.headers if name.lower() != "date"}
-
-    def get(self, name: str) -> str | None:
-        return next((value for key, value in self.headers if key.lower() == name.lower()), None)
-
-
-@dataclass
-class AnswerReader:
-    parser: httptools.HttpResponseParser = field(init=False)
-    answers: list[Answer] = field(default_factory=list)
-    _current: Answer | None = None
-    _name: bytes = b""
-
-    def __post_init__(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
-
-    def on_message_begin(self) -> None:
-        self._current = Answer(0, [])
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        assert self._current is not None
-        self._current.headers.append((name.decode(), value.decode()))
-
-    def on_headers_complete(self) -> None:
-        assert self._current is not None
-        self._current.status = self.parser.get_status_code()
-
-    def on_body(self, body: bytes) -> None:
-        assert self._current is not None
-        self._current.body += body
-
-    def on_message_complete(self) -> None:
-        assert self._current is not None
-        self.answers.append(self._current)
-
-
-class RawConnection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.parsed = AnswerReader()
-
-    async def send(self, *requests: str | bytes) -> None:
-        for request in requests:
-            data = request.encode() if isinstance(request, str) else request
-            self.writer.write(data)
-        await self.writer.drain()
-
-    async def answers(self, count: int) -> list[Answer]:
-        async with asyncio.timeout(30):
-            while len(self.parsed.answers) < count:
-                data = await self.reader.read(65536)
-                assert data, f"the proxy closed the connection after {len(self.parsed.answers)} answers"
-                self.parsed.parser.feed_data(data)
-        return self.parsed.answers[:count]
-
-    async def closed_by_proxy(self) -> bool:
-        async with asyncio.timeout(5):
-            return await self.reader.read(65536) == b""
-
-
-Connect = Callable[[], Awaitable[RawConnection]]
-
-
-@pytest.fixture
-async def connect_to() -> AsyncIterator[Callable[[int], Connect]]:
-    opened: list[RawConnection] = []
-
-    def factory(port: int) -> Connect:
-        async def connect() -> RawConnection:
-            connection = RawConnection(*await asyncio.open_connection("127.0.0.1", port))
-            opened.append(connection)
-            return connection
-
-        return connect
-
-    yield factory
-    for connection in opened:
-        # Aborted, not closed: a client that never read may have unsent bytes queued.
-        connection.writer.transport.abort()
-    await asyncio.sleep(0)
 
 
 def get(path: str, *headers: str, method: str = "GET", version: str = "1.1") -> str:

@@ -83,8 +83,7 @@ async def test_the_inspector_and_health_are_behind_the_host_guard_too(
     "target",
     [
         pytest.param(b"//evil.example/steal", id="a scheme-relative path"),
-        pytest.param(b"/..%2f..%2fetc/passwd", id="encoded dot segments"),
-        pytest.param(b"http://evil.example/steal", id="an absolute-form target"),
+        pytest.param(b"http://localhost/steal", id="an absolute-form target naming the proxy"),
         pytest.param(b"/@evil.example/steal", id="an at-sign trick"),
         pytest.param(b"/%2F%2Fevil.example", id="encoded slashes"),
     ],
@@ -101,6 +100,7 @@ async def test_no_request_target_sends_the_proxy_elsewhere(
     )
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     # Whatever the target said, it was answered by the one configured upstream, on its host.
+    # (Dot segments and foreign absolute-form hosts are refused: tests/test_hardening.py.)
     assert upstream.received[-1].headers["Host"] == f"127.0.0.1:{upstream.server.port}"
 
 
