@@ -32,7 +32,7 @@ from corsproxy.inspector import add_inspector_routes
 from corsproxy.message_checks import dot_segment_refusal, transfer_coding_refusal, undecodable_header
 from corsproxy.policy import NO_ORIGIN, Decision, Policy
 from corsproxy.reload import watch_config
-from corsproxy.routing import Route, Router
+from corsproxy.routing import Route, Router, match_path
 from corsproxy.upstream import (
     UpstreamFailure,
     create_session,
@@ -303,10 +303,12 @@ async def forward_or_answer(request: web.Request) -> web.StreamResponse:
     runtime = state.runtime
     origin = request.headers.get("Origin")
     method = request.method
+    # Routes and rules are matched on one path, so they never disagree about a request.
+    path = match_path(request.rel_url.raw_path)
 
     refusal = message_refusal(request)
     if refusal is not None:
-        decision = NO_ORIGIN if origin is None else runtime.policy.actual(request.path, origin)
+        decision = NO_ORIGIN if origin is None else runtime.policy.actual(path, origin)
         add_cors_headers(refusal.headers, decision, VARY_ORIGIN)
         state.finish(Outcome(request, refusal, started, decision, error=refusal.text))
         return refusal
@@ -317,7 +319,7 @@ async def forward_or_answer(request: web.Request) -> web.StreamResponse:
     if origin is not None and method == "OPTIONS" and requested_method is not None:
         private_network = request.headers.get("Access-Control-Request-Private-Network") == "true"
         decision = runtime.policy.preflight(
-            request.path,
+            path,
             origin,
             requested_method,
             request.headers.get("Access-Control-Request-Headers"),
@@ -327,8 +329,8 @@ async def forward_or_answer(request: web.Request) -> web.StreamResponse:
         state.finish(Outcome(request, response, started, decision, preflight=True))
         return response
 
-    decision = NO_ORIGIN if origin is None else runtime.policy.actual(request.path, origin)
-    route = runtime.router.match(request.rel_url.raw_path)
+    decision = NO_ORIGIN if origin is None else runtime.policy.actual(path, origin)
+    route = runtime.router.match(path)
     if route is None:
         prefixes = ", ".join(r.prefix for r in runtime.router.routes)
         response = web.Response(status=404, text=f"no route for {request.path} (routes: {prefixes})\n")
@@ -413,7 +415,9 @@ async def open_websocket(
     return response
 
 
-def credentials_refusal(headers: Mapping[str, str], route: Route, decision: Decision) -> str | None:
+def credentials_refusal(
+    headers: Mapping[str, str], method: str, route: Route, decision: Decision, policy: Policy
+) -> str | None:
     """Why a request must not reach a route that injects credentials, or None."""
     if not route.config.guards_credentials:
         return None
@@ -421,21 +425,25 @@ def credentials_refusal(headers: Mapping[str, str], route: Route, decision: Deci
     # spend the developer's injected API key (docs/design.md, "Refused"). Browsers send no
     # Origin on no-cors GETs, but they do send Sec-Fetch-Site (Fetch Metadata).
     origin = headers.get("Origin")
-    refused_origin = origin is not None and not decision.allowed
-    cross_site = origin is None and headers.get("Sec-Fetch-Site") == "cross-site"
-    if not (refused_origin or cross_site):
+    if origin is not None:
+        reason = decision.reason if not decision.allowed else policy.method_refusal(decision, method)
+    elif headers.get("Sec-Fetch-Site") == "cross-site":
+        reason = "a cross-site request without Origin"
+    else:
+        reason = None
+    if reason is None:
         return None
-    reason = decision.reason if refused_origin else "a cross-site request without Origin"
     return (
         f"corsproxy refused to forward: {reason}. Route {route.prefix} injects "
-        "credentials (request_headers), so requests from origins no rule allows are not "
+        "credentials (request_headers), so requests its rules do not allow are not "
         "forwarded; set refuse_disallowed_origins: false on the route to change that\n"
     )
 
 
 def refuse_before_forwarding(request: web.Request, route: Route, decision: Decision) -> web.Response | None:
     """Requests the proxy will not forward at all, with a 4xx that says why."""
-    refused = credentials_refusal(request.headers, route, decision)
+    policy = request.app[STATE].runtime.policy
+    refused = credentials_refusal(request.headers, request.method, route, decision, policy)
     if refused is not None:
         return web.Response(status=403, text=refused)
     limit = route.config.max_body_size

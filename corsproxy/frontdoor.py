@@ -45,7 +45,7 @@ from corsproxy.app import (
 from corsproxy.cors_headers import VARY_ORIGIN, add_cors_headers
 from corsproxy.message_checks import dot_segment_refusal
 from corsproxy.policy import NO_ORIGIN, Decision
-from corsproxy.routing import Route
+from corsproxy.routing import Route, match_path
 from corsproxy.upstream import UpstreamFailure, forwarded_headers, returned_headers
 from corsproxy.upstream_pool import ConnectionPool, UpstreamBroke, UpstreamConnection
 
@@ -65,7 +65,7 @@ class FrontRequest:
     """A parsed request head, with the parts app.py reads from an aiohttp request."""
 
     method: str
-    path: str  # percent-decoded, as aiohttp's request.path
+    path: str  # routing.match_path: routes and rules are matched on it
     raw_path: str
     query_string: str
     headers: CIMultiDict[str]
@@ -81,13 +81,16 @@ class FrontAnswer:
 
 @functools.lru_cache(maxsize=2048)
 def split_target(target: str) -> tuple[str, str, str] | None:
-    """(path, raw path, raw query) of an origin-form request target, made by yarl as
-    aiohttp's parser makes them; None for any other form, which aiohttp handles."""
+    """(match path, raw path, raw query) of an origin-form request target, made as
+    app.py makes them; None for any other form, and for a path with a dot segment, which
+    aiohttp handles (refuses). Cached: the same few targets arrive again and again."""
     if not target.startswith("/") or "#" in target:
         return None
     raw_path, _, query = target.partition("?")
     url = URL.build(path=raw_path, query_string=query, encoded=True)
-    return url.path, url.raw_path, url.raw_query_string
+    if dot_segment_refusal(url.raw_path) is not None:
+        return None
+    return match_path(url.raw_path), url.raw_path, url.raw_query_string
 
 
 _date_cache: tuple[int, str] = (0, "")
@@ -313,8 +316,6 @@ class FrontDoor(asyncio.Protocol):
         own = OWN_PREFIX[:-1]
         if method in ("HEAD", "CONNECT") or request.raw_path.startswith(own) or request.path.startswith(own):
             return False
-        if dot_segment_refusal(request.raw_path) is not None:
-            return False  # refused by aiohttp, with the reason
         runtime = self.state.runtime
         headers = request.headers
         if not runtime.host_guard.allows(request.host):
@@ -334,11 +335,11 @@ class FrontDoor(asyncio.Protocol):
             self._take(head_length)
             self._answer_preflight(request, decision, started)
             return True
-        route = runtime.router.match(request.raw_path)
+        route = runtime.router.match(request.path)
         if route is None or not route.lean:
             return False
         decision = NO_ORIGIN if origin is None else runtime.policy.actual(request.path, origin)
-        if credentials_refusal(headers, route, decision) is not None:
+        if credentials_refusal(headers, method, route, decision, runtime.policy) is not None:
             return False
         self._take(head_length)
         self.busy = True

@@ -172,6 +172,18 @@ class Policy:
         expose_all = "*" in rule.rule.expose_headers and rule.credentials
         return Decision(True, f"allowed by {rule.label}", rule.index, tuple(headers), expose_all)
 
+    def method_refusal(self, decision: Decision, method: str) -> str | None:
+        """Why the rule behind an allowed decision does not list ``method`` (HEAD goes with
+        GET), or None. The CORS headers do not depend on it (the Fetch standard judges an
+        actual response by its origin alone); the credentials guard does, so that no page
+        spends an injected key with a method its rule does not list."""
+        if decision.rule is None:
+            return None
+        rule = self.rules[decision.rule]
+        if rule.allows_method(method) or (method == "HEAD" and rule.allows_method("GET")):
+            return None
+        return _method_refusal(rule, method)
+
     def preflight(
         self,
         path: str,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import ssl
 from dataclasses import asdict, dataclass
 from ssl import SSLContext
+from urllib.parse import unquote
 
 import aiohttp
 from yarl import URL
@@ -71,10 +73,11 @@ class Route:
 
     def target(self, raw_path: str, raw_query: str) -> URL:
         """The upstream URL for a proxy-side path, kept percent-encoded as received so
-        the upstream sees exactly what the client sent."""
+        the upstream sees exactly what the client sent. The prefix was matched segment by
+        segment on the decoded path (``match_path``), so as many raw segments are stripped."""
         rest = raw_path
         if self.config.strip_prefix and self.prefix != "/":
-            rest = raw_path[len(self.prefix) :]
+            rest = raw_path[_prefix_length(raw_path, self.prefix.count("/")) :]
         if not rest:
             path = self.base_path
         elif rest.startswith("/"):
@@ -95,16 +98,41 @@ class Route:
         )
 
 
+def _prefix_length(raw_path: str, segments: int) -> int:
+    """How many characters of ``raw_path`` its first ``segments`` segments take."""
+    end = 0
+    for _ in range(segments):
+        found = raw_path.find("/", end + 1)
+        if found < 0:
+            return len(raw_path)
+        end = found
+    return end
+
+
+@functools.lru_cache(maxsize=4096)
+def match_path(raw_path: str) -> str:
+    """The one path that routes and rules are both matched against, so they never disagree
+    about a request: each segment percent-decoded (RFC 3986 section 6.2.2: "/%61pi" is
+    "/api"), except that an encoded slash stays "%2F" inside its segment, so that "/api%2Fx"
+    is one segment for routing and rules alike, as it is for the upstream."""
+    if "%" not in raw_path:
+        return raw_path
+    return "/".join(
+        unquote(segment, errors="surrogateescape").replace("/", "%2F") for segment in raw_path.split("/")
+    )
+
+
 class Router:
-    """Longest matching prefix wins; prefixes match whole path segments only."""
+    """Longest matching prefix wins; prefixes match whole path segments only, on the
+    request's ``match_path``."""
 
     def __init__(self, routes: tuple[RouteConfig, ...]) -> None:
         built = [Route.build(route) for route in routes]
         self.routes = tuple(sorted(built, key=lambda route: len(route.prefix), reverse=True))
 
-    def match(self, raw_path: str) -> Route | None:
+    def match(self, path: str) -> Route | None:
         for route in self.routes:
             prefix = route.prefix
-            if prefix == "/" or raw_path == prefix or raw_path.startswith(prefix + "/"):
+            if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
                 return route
         return None

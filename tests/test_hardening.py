@@ -23,13 +23,13 @@ from tests.raw_http import Connect, ReceivedRequest, RecordingUpstream
 LOCAL = "http://localhost:5173"
 
 
-def config(upstream: RecordingUpstream) -> str:
+def config(upstream: RecordingUpstream, *, key: bool = True) -> str:
+    """One route, /api -> /v1, injecting an API key unless ``key`` is False."""
+    injects = "\n    request_headers:\n      X-Api-Key: k-123" if key else ""
     return f"""
 routes:
   - path: /api
-    upstream: {upstream.url}/v1
-    request_headers:
-      X-Api-Key: k-123
+    upstream: {upstream.url}/v1{injects}
 rules:
   - origins: ["{LOCAL}"]
     allow_methods: [GET]
@@ -93,6 +93,9 @@ async def test_an_encoded_request_body_reaches_the_upstream_byte_for_byte_and_th
         pytest.param("/api/..;/admin", id="a .. segment with a path parameter"),
         pytest.param("/api/./x", id="a . segment"),
         pytest.param("/api/x/..", id="a trailing .. segment"),
+        pytest.param("/api/%252e%252e/admin", id="a twice-encoded .. segment"),
+        pytest.param("/api/..%00/admin", id="a .. segment ended by NUL"),
+        pytest.param("/api/..%20/admin", id="a .. segment ended by a space"),
     ],
 )
 async def test_a_path_with_a_dot_segment_is_refused_with_a_400_that_says_why(
@@ -130,6 +133,78 @@ async def test_a_path_that_merely_has_dots_is_forwarded_as_sent(
     (received,) = recording_upstream.all_requests
     assert received.target == forwarded
     door.assert_served(1, front_door_can=True)
+
+
+# -- routes and rules agree about every path -------------------------------------------
+
+
+def two_routes(upstream: RecordingUpstream) -> str:
+    return f"""
+routes:
+  - path: /api
+    upstream: {upstream.url}/public
+  - path: /
+    upstream: {upstream.url}/secret
+    request_headers:
+      X-Api-Key: k-123
+rules:
+  - path: /api/**
+    origins: ["https://partner.example"]
+  - path: /**
+    origins: ["{LOCAL}"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("target", "status", "forwarded"),
+    [
+        pytest.param("/%61pi/x", 200, "/public/x", id="an encoded letter is the letter for routes and rules"),
+        pytest.param("/api%2Fx", 403, None, id="an encoded slash is part of its segment for both"),
+    ],
+)
+async def test_routes_and_rules_match_the_same_path(
+    door_to: DoorFactory,
+    recording_upstream: RecordingUpstream,
+    target: str,
+    status: int,
+    forwarded: str | None,
+) -> None:
+    """Were routes matched on the raw path and rules on the decoded one, "/api%2Fx" would
+    take the partner's rule for /api/** to the route that injects the key."""
+    door = await door_to(two_routes(recording_upstream))
+    connection = await door.open()
+    await connection.send(raw("GET", target, "Origin: https://partner.example"))
+    (answer,) = await connection.next_answers()
+    assert answer.status == status, answer.body
+    if forwarded is None:
+        assert recording_upstream.all_requests == []
+    else:
+        (received,) = recording_upstream.all_requests
+        assert (received.target, received.header("X-Api-Key")) == (forwarded, None)
+        assert answer.get("Access-Control-Allow-Origin") == "https://partner.example"
+    door.assert_served(1, front_door_can=forwarded is not None)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(raw("POST", "/api/charge", "Origin: https://evil.example", body=b"x"), id="a POST"),
+        pytest.param(raw("DELETE", "/api/charge", "Origin: https://evil.example"), id="a DELETE"),
+    ],
+)
+async def test_an_injected_key_is_never_spent_with_a_method_the_rule_does_not_list(
+    door_to: DoorFactory, recording_upstream: RecordingUpstream, request_bytes: bytes
+) -> None:
+    """Any origin may read GETs here, and gets CORS headers whatever the method; but a
+    form POST needs no preflight, so the key's route refuses what its rule does not list."""
+    door = await door_to(config(recording_upstream).replace(f'origins: ["{LOCAL}"]', 'origins: ["*"]'))
+    connection = await door.open()
+    await connection.send(request_bytes)
+    (answer,) = await connection.next_answers()
+    assert answer.status == 403
+    assert "is not allowed by rules[0]" in answer.body.decode()
+    assert recording_upstream.all_requests == []
+    door.assert_served(1, front_door_can=False)
 
 
 # -- 3. Expect: 100-continue is met once, by the proxy ---------------------------------
@@ -299,7 +374,7 @@ async def test_an_actual_request_gets_cors_headers_whatever_its_method(
 ) -> None:
     """The rule lists only GET, yet the Fetch standard's CORS check on a response looks
     at origin and credentials alone: the page must be able to read this answer."""
-    door = await door_to(config(recording_upstream))
+    door = await door_to(config(recording_upstream, key=False))
     connection = await door.open()
     await connection.send(raw(method, "/api/x", f"Origin: {LOCAL}"))
     (answer,) = await connection.next_answers()
@@ -377,7 +452,12 @@ async def test_both_transports_send_the_upstream_the_same_head(
     recording_upstream: RecordingUpstream,
     request_bytes: bytes,
 ) -> None:
-    app = create_app(config_from_yaml(config(recording_upstream)))
+    # The key is injected (a header rule to compare too), and the guard is off so that the
+    # OPTIONS from an origin the rule's methods do not list is forwarded.
+    yaml_text = config(recording_upstream).replace(
+        "X-Api-Key: k-123", "X-Api-Key: k-123\n    refuse_disallowed_origins: false"
+    )
+    app = create_app(config_from_yaml(yaml_text))
     server = await proxy_server(app)
     connect: Connect = connect_to(server.port)
     front = await connect()
