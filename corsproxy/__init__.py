@@ -12,20 +12,21 @@ from typing import TYPE_CHECKING, Any
 from corsproxy.version import __version__
 
 if TYPE_CHECKING:
-    from corsproxy.app import create_app
-    from corsproxy.browser import needs_preflight
-    from corsproxy.config import Config, ConfigError, load_config
-    from corsproxy.origins import same_origin
+    from corsproxy.check.browser import needs_preflight
+    from corsproxy.config.loader import load_config
+    from corsproxy.config.model import Config, ConfigError
+    from corsproxy.patterns.origins import same_origin
+    from corsproxy.server.app import create_app
 
 # The public names, imported on first use: `corsproxy serve` loads only what serving
 # needs, which keeps an idle proxy's memory down (the `check` command's modules stay out).
 _PUBLIC = {
-    "create_app": "corsproxy.app",
-    "needs_preflight": "corsproxy.browser",
-    "Config": "corsproxy.config",
-    "ConfigError": "corsproxy.config",
-    "load_config": "corsproxy.config",
-    "same_origin": "corsproxy.origins",
+    "create_app": "corsproxy.server.app",
+    "needs_preflight": "corsproxy.check.browser",
+    "Config": "corsproxy.config.model",
+    "ConfigError": "corsproxy.config.model",
+    "load_config": "corsproxy.config.loader",
+    "same_origin": "corsproxy.patterns.origins",
 }
 
 __all__ = [

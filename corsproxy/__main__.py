@@ -1,5 +1,5 @@
 """``python -m corsproxy``."""
 
-from corsproxy.cli import main
+from corsproxy.cli.main import main
 
 raise SystemExit(main())

@@ -62,7 +62,7 @@ class Exchange:
         as `corsproxy check` (browser.py). Computed when asked for, never on the request path."""
         if self.origin is None:
             return None
-        from corsproxy.browser import BrowserRequest, check_preflight, check_response
+        from corsproxy.check.browser import BrowserRequest, check_preflight, check_response
         from corsproxy.headers import split_list
 
         answer = list(self.response_headers.items())

@@ -15,10 +15,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from corsproxy import create_app
-from corsproxy.app import STATE, ProxyState
-from corsproxy.config import Config
-from corsproxy.frontdoor import ProxyRunner
-from corsproxy.schema import parse_config
+from corsproxy.config.checker import parse_config
+from corsproxy.config.model import Config
+from corsproxy.server.runner import ProxyRunner
+from corsproxy.state import STATE, ProxyState
 from tests.raw_http import Connect, RawConnection, RecordingUpstream, start_recording_upstream
 
 GZIPPED_TEXT = b"hello, compressed world\n" * 100

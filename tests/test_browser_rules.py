@@ -1,10 +1,10 @@
-"""The browser's CORS rules (corsproxy.browser) against the Fetch standard's cases, as tables."""
+"""The browser's CORS rules (corsproxy.check.browser) against the Fetch standard's cases, as tables."""
 
 from __future__ import annotations
 
 import pytest
 
-from corsproxy.browser import (
+from corsproxy.check.browser import (
     BrowserRequest,
     Code,
     HeaderList,

@@ -19,10 +19,10 @@ from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
 from corsproxy import create_app
-from corsproxy.check import check_main
-from corsproxy.cli import build_parser, resolve_config
-from corsproxy.config import Config
-from corsproxy.schema import parse_config
+from corsproxy.check.command import check_main
+from corsproxy.cli.main import build_parser, resolve_config
+from corsproxy.config.checker import parse_config
+from corsproxy.config.model import Config
 from tests.conftest import ProxyServerFactory
 
 PAGE = "http://localhost:5173"

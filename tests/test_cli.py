@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from corsproxy.cli import exposure_warning
+from corsproxy.cli.main import exposure_warning
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = "http://localhost:5173"

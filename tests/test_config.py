@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from corsproxy.config import ConfigError, load_config
-from corsproxy.schema import parse_config
+from corsproxy.config.checker import parse_config
+from corsproxy.config.loader import load_config
+from corsproxy.config.model import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -18,7 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from corsproxy import create_app
-from corsproxy.app import STATE
+from corsproxy.state import STATE
 from tests.conftest import ProxyFactory, ProxyTestServer, Upstream, config_from_yaml
 
 LOCAL = "http://localhost:5173"

@@ -60,7 +60,7 @@ async def front_door_counts(proxy: TestClient[Any, Any]) -> tuple[int, int]:
 
 
 async def front_and_handed_off(
-    proxy: TestClient[Any, Any], connect: Connect, request: str
+    proxy: TestClient[Any, Any], connect: Connect, request: str | bytes
 ) -> tuple[Answer, Answer]:
     """The same request answered by the front door, then on a handed-off connection by aiohttp."""
     front = await connect()
@@ -137,6 +137,37 @@ async def test_a_forwarded_request_gets_the_same_answer_and_sends_the_same_heade
     first, handing_off, second = upstream.received
     assert handing_off.method == "POST"
     assert first.header_lines == second.header_lines
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    [
+        pytest.param(get("/a/../b", f"Origin: {LOCAL}"), id="a path with a dot segment"),
+        pytest.param(get("/items").replace("Host: localhost", "Host: evil.example"), id="a foreign Host"),
+        pytest.param(get("/items").replace("Host: localhost", "Host: localhost:x"), id="an invalid Host"),
+        pytest.param(
+            get("/items", f"Origin: {LOCAL}").replace("\r\n\r\n", "\r\nX-Obs: caf\udce9\r\n\r\n"),
+            id="a header that is not UTF-8",
+        ),
+    ],
+)
+async def test_a_refusal_gets_the_same_answer_from_the_front_door_as_from_aiohttp(
+    proxy: TestClient[Any, Any],
+    proxy_port: int,
+    connect_to: Callable[[int], Connect],
+    request_text: str,
+    upstream: Upstream,
+) -> None:
+    by_front, by_aiohttp = await front_and_handed_off(
+        proxy, connect_to(proxy_port), request_text.encode("utf-8", "surrogateescape")
+    )
+    assert by_front.status in (400, 403)
+    assert (by_front.status, by_front.header_set(), by_front.body) == (
+        by_aiohttp.status,
+        by_aiohttp.header_set(),
+        by_aiohttp.body,
+    )
+    assert [seen.method for seen in upstream.received] == ["POST"]
 
 
 # -- connections ------------------------------------------------------------------------

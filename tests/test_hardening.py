@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from corsproxy import create_app
-from corsproxy.app import STATE
+from corsproxy.state import STATE
 from tests.conftest import HEALTH_REQUEST, DoorFactory, ProxyServerFactory, config_from_yaml
 from tests.raw_http import Connect, ReceivedRequest, RecordingUpstream
 
@@ -110,7 +110,7 @@ async def test_a_path_with_a_dot_segment_is_refused_with_a_400_that_says_why(
     # The page can read why: the refusal carries the rules' CORS headers.
     assert answer.get("Access-Control-Allow-Origin") == LOCAL
     assert recording_upstream.all_requests == []
-    door.assert_served(1, front_door_can=False)
+    door.assert_served(1, front_door_can=True)
 
 
 @pytest.mark.parametrize(
@@ -182,18 +182,20 @@ async def test_routes_and_rules_match_the_same_path(
         (received,) = recording_upstream.all_requests
         assert (received.target, received.header("X-Api-Key")) == (forwarded, None)
         assert answer.get("Access-Control-Allow-Origin") == "https://partner.example"
-    door.assert_served(1, front_door_can=forwarded is not None)
+    door.assert_served(1, front_door_can=True)
 
 
 @pytest.mark.parametrize(
-    "request_bytes",
+    ("request_bytes", "has_body"),
     [
-        pytest.param(raw("POST", "/api/charge", "Origin: https://evil.example", body=b"x"), id="a POST"),
-        pytest.param(raw("DELETE", "/api/charge", "Origin: https://evil.example"), id="a DELETE"),
+        pytest.param(
+            raw("POST", "/api/charge", "Origin: https://evil.example", body=b"x"), True, id="a POST"
+        ),
+        pytest.param(raw("DELETE", "/api/charge", "Origin: https://evil.example"), False, id="a DELETE"),
     ],
 )
 async def test_an_injected_key_is_never_spent_with_a_method_the_rule_does_not_list(
-    door_to: DoorFactory, recording_upstream: RecordingUpstream, request_bytes: bytes
+    door_to: DoorFactory, recording_upstream: RecordingUpstream, request_bytes: bytes, has_body: bool
 ) -> None:
     """Any origin may read GETs here, and gets CORS headers whatever the method; but a
     form POST needs no preflight, so the key's route refuses what its rule does not list."""
@@ -204,7 +206,7 @@ async def test_an_injected_key_is_never_spent_with_a_method_the_rule_does_not_li
     assert answer.status == 403
     assert "is not allowed by rules[0]" in answer.body.decode()
     assert recording_upstream.all_requests == []
-    door.assert_served(1, front_door_can=False)
+    door.assert_served(1, front_door_can=not has_body)
 
 
 # -- 3. Expect: 100-continue is met once, by the proxy ---------------------------------
@@ -304,6 +306,7 @@ async def test_a_chunked_request_body_arrives_whole(
         ),
     ],
 )
+# The front door takes origin-form targets only; absolute-form ones are aiohttp's.
 async def test_a_request_naming_a_foreign_or_invalid_host_is_refused(
     door_to: DoorFactory,
     recording_upstream: RecordingUpstream,
@@ -319,7 +322,7 @@ async def test_a_request_naming_a_foreign_or_invalid_host_is_refused(
     assert answer.status == status
     assert says in answer.body.decode()
     assert recording_upstream.all_requests == []
-    door.assert_served(1, front_door_can=False)
+    door.assert_served(1, front_door_can=target.startswith("/"))
 
 
 async def test_an_absolute_form_target_is_served_for_its_own_authority_not_for_host(
@@ -349,7 +352,7 @@ async def test_a_header_that_is_not_utf8_is_refused_with_a_400_naming_it(
     assert answer.status == 400
     assert "request header X-Obs carries bytes that are not UTF-8" in answer.body.decode()
     assert recording_upstream.all_requests == []
-    door.assert_served(1, front_door_can=False)
+    door.assert_served(1, front_door_can=True)
 
 
 async def test_a_utf8_header_value_reaches_the_upstream_byte_for_byte(

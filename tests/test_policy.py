@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from corsproxy.config import RuleConfig
-from corsproxy.policy import Policy
+from corsproxy.config.model import RuleConfig
+from corsproxy.cors.policy import Policy
 
 LOCAL = "http://localhost:5173"
 

@@ -10,12 +10,12 @@ import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from corsproxy.config import Config, ConfigError, RuleConfig
-from corsproxy.globs import GlobError, compile_glob
+from corsproxy.config.checker import parse_config
+from corsproxy.config.model import Config, ConfigError, RuleConfig
+from corsproxy.cors.policy import ACAH, Decision, Policy
 from corsproxy.headers import split_list
-from corsproxy.origins import OriginPatternError, parse_origin_pattern
-from corsproxy.policy import ACAH, Decision, Policy
-from corsproxy.schema import parse_config
+from corsproxy.patterns.globs import GlobError, compile_glob
+from corsproxy.patterns.origins import OriginPatternError, parse_origin_pattern
 
 FAST = settings(max_examples=200, deadline=None)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from yarl import URL
 
-from corsproxy.rewrite import (
+from corsproxy.upstream.rewrite import (
     CookiePolicy,
     restore_cookie_prefixes,
     rewrite_location,

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from corsproxy import create_app
-from corsproxy.config import ConfigError
+from corsproxy.config.model import ConfigError
 from corsproxy.tls import (
     auto_certificate,
     client_ssl_context,

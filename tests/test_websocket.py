@@ -16,11 +16,13 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import WSCloseCode, WSMsgType, web
-from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
+from aiohttp.test_utils import TestClient, TestServer
+from multidict import CIMultiDict
 
 from corsproxy import create_app
-from corsproxy.frontdoor import ProxyRunner
-from corsproxy.websocket import MAX_MESSAGE_SIZE, is_websocket_upgrade
+from corsproxy.flow import RequestHead, is_websocket_upgrade
+from corsproxy.server.runner import ProxyRunner
+from corsproxy.upstream.websocket import MAX_MESSAGE_SIZE
 from tests.conftest import ProxyFactory, config_from_yaml
 
 LOCAL = "http://localhost:5173"
@@ -435,4 +437,5 @@ async def test_an_upstream_that_drops_the_connection_closes_the_browser_with_101
     ],
 )
 def test_is_websocket_upgrade_recognises(method: str, headers: dict[str, str], expected: bool) -> None:
-    assert is_websocket_upgrade(make_mocked_request(method, "/ws", headers=headers)) is expected
+    head = RequestHead(method, "/ws", "/ws", "", CIMultiDict(headers), "localhost", "http", "", None, False)
+    assert is_websocket_upgrade(head) is expected

@@ -34,10 +34,10 @@ from aiohttp import web
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 
 from corsproxy import create_app
-from corsproxy.app import STATE
+from corsproxy.config.checker import parse_config
 from corsproxy.exchanges import Exchange
-from corsproxy.frontdoor import ProxyRunner
-from corsproxy.schema import parse_config
+from corsproxy.server.runner import ProxyRunner
+from corsproxy.state import STATE
 
 T = TypeVar("T")
 

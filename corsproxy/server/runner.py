@@ -6,11 +6,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from typing import cast
 
 from aiohttp import web
 from aiohttp.web_runner import GracefulExit
+from aiohttp.web_server import Server
 
-from corsproxy.frontdoor import ProxyRunner
+from corsproxy.server.frontdoor import FrontDoorServer
+from corsproxy.state import STATE
+
+
+class ProxyRunner(web.AppRunner):
+    """aiohttp's AppRunner for the proxy app, serving through the front door."""
+
+    async def _make_server(self) -> Server:
+        inner = await super()._make_server()
+        return cast(Server, FrontDoorServer(inner, self.app[STATE]))
 
 
 async def _serve(

@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from corsproxy.config import RuleConfig
-from corsproxy.globs import compile_glob
+from corsproxy.config.model import RuleConfig
 from corsproxy.headers import TOKEN, split_list
-from corsproxy.origins import near_misses, parse_origin_pattern
+from corsproxy.patterns.globs import compile_glob
+from corsproxy.patterns.origins import near_misses, parse_origin_pattern
 
 ACAO = "Access-Control-Allow-Origin"
 ACAC = "Access-Control-Allow-Credentials"

@@ -23,12 +23,11 @@ from typing import Any
 
 from aiohttp import web
 
-# app.py imports this module to wire the routes, so its names are looked up at request
-# time through the module object rather than imported while it is still loading.
-import corsproxy.app as proxy_app
-from corsproxy.config import Config
+from corsproxy.config.model import Config
 from corsproxy.exchanges import REDACTED, Exchange
-from corsproxy.origins import same_origin
+from corsproxy.message.host import host_refusal
+from corsproxy.patterns.origins import same_origin
+from corsproxy.state import STATE
 from corsproxy.version import __version__
 
 PREFIX = "/__corsproxy/"
@@ -102,7 +101,7 @@ def own_origin_only(handler: Handler) -> Handler:
     security headers to every response."""
 
     async def guarded(request: web.Request) -> web.StreamResponse:
-        wrong_host = proxy_app.host_refusal(request)
+        wrong_host = host_refusal(request.app[STATE].runtime.host_guard, request)
         if wrong_host is not None:
             return wrong_host
         own = f"{request.scheme}://{request.host}"
@@ -156,13 +155,13 @@ async def list_exchanges(request: web.Request) -> web.Response:
     text = request.query.get("limit", str(DEFAULT_LIMIT))
     if not text.isdigit():
         return web.json_response({"error": f"limit must be a non-negative integer, got {text!r}"}, status=400)
-    exchanges = request.app[proxy_app.STATE].exchanges.recent(int(text))
+    exchanges = request.app[STATE].exchanges.recent(int(text))
     return web.json_response([exchange.summary() for exchange in exchanges])
 
 
 async def exchange_detail(request: web.Request) -> web.Response:
     exchange_id = int(request.match_info["id"])
-    exchange = request.app[proxy_app.STATE].exchanges.get(exchange_id)
+    exchange = request.app[STATE].exchanges.get(exchange_id)
     if exchange is None:
         return web.json_response(
             {"error": f"no exchange {exchange_id}: it never existed or has left the ring buffer"},
@@ -179,7 +178,7 @@ async def exchange_detail(request: web.Request) -> web.Response:
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: ``snapshot`` with the recent exchanges (only those after
     Last-Event-ID on a reconnect), then one ``exchange`` event per new exchange."""
-    log = request.app[proxy_app.STATE].exchanges
+    log = request.app[STATE].exchanges
     stream = EventStream()
     # Subscribing and taking the snapshot happen with no await in between, so no
     # exchange can fall in the gap or arrive twice.
@@ -230,7 +229,7 @@ async def _end_streams(app: web.Application) -> None:
 
 
 async def config_summary(request: web.Request) -> web.Response:
-    return web.json_response(describe_config(request.app[proxy_app.STATE].runtime.config))
+    return web.json_response(describe_config(request.app[STATE].runtime.config))
 
 
 def describe_config(config: Config) -> dict[str, Any]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from multidict import CIMultiDict
 
+from corsproxy.cors.policy import ACEH, SAFELISTED_RESPONSE_HEADERS, Decision
 from corsproxy.headers import split_list
-from corsproxy.policy import ACEH, SAFELISTED_RESPONSE_HEADERS, Decision
 
 VARY_ORIGIN = ("Origin",)
 PREFLIGHT_VARY_TOKENS = ("Origin", "Access-Control-Request-Method", "Access-Control-Request-Headers")

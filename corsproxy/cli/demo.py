@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 from aiohttp import web
 
-from corsproxy.app import create_app
-from corsproxy.config import Config, RouteConfig, RuleConfig, ServerConfig
-from corsproxy.origins import LOCAL_DEV_ORIGINS
+from corsproxy.config.model import Config, RouteConfig, RuleConfig, ServerConfig
+from corsproxy.patterns.origins import LOCAL_DEV_ORIGINS
+from corsproxy.server.app import create_app
 
 _request_ids: Iterator[int] = itertools.count(1)
 

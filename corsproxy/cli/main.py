@@ -17,10 +17,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from corsproxy.check import add_check_command, run_check
-from corsproxy.config import Config, ConfigError, RouteConfig, load_config
-from corsproxy.origins import LOCAL_DEV_ORIGINS
-from corsproxy.schema import default_rule, origin_problem, upstream_problem
+from corsproxy.check.command import add_check_command, run_check
+from corsproxy.config.checker import default_rule, origin_problem, upstream_problem
+from corsproxy.config.loader import load_config
+from corsproxy.config.model import Config, ConfigError, RouteConfig
+from corsproxy.patterns.origins import LOCAL_DEV_ORIGINS
 from corsproxy.version import __version__
 
 EXIT_OK = 0
@@ -124,7 +125,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return validate(args.file, environ)
         _configure_logging(args.log_level or environ.get(ENV_LOG_LEVEL, "info"))
         if args.command == "demo":
-            from corsproxy.demo import main as demo_main
+            from corsproxy.cli.demo import main as demo_main
 
             return demo_main(args.host, args.port)
         return serve(args, environ)
@@ -217,8 +218,8 @@ def _env_port(env: Mapping[str, str]) -> int | None:
 
 
 def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from corsproxy import serving
-    from corsproxy.app import create_app
+    from corsproxy.server import runner
+    from corsproxy.server.app import create_app
 
     config = resolve_config(args, env)
     host, port = config.server.host, config.server.port
@@ -237,7 +238,7 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     def serve_one() -> int:
         try:
-            serving.run(
+            runner.run(
                 create_app(config, watch=watch),
                 host=host,
                 port=port,
@@ -253,7 +254,7 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     if workers == 1:
         return serve_one()
-    from corsproxy.workers import run_workers
+    from corsproxy.cli.workers import run_workers
 
     return run_workers(workers, serve_one)
 

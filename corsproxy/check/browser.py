@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Literal
 
 from corsproxy.headers import TOKEN, split_list
-from corsproxy.origins import DEFAULT_PORTS, near_misses, origin_of
+from corsproxy.patterns.origins import DEFAULT_PORTS, near_misses, origin_of
 
 ACAO = "Access-Control-Allow-Origin"
 ACAC = "Access-Control-Allow-Credentials"

@@ -1,7 +1,7 @@
 """``corsproxy check``: the browser's CORS verdict on one request, and the fix.
 
 The requests go out as the browser sends them: a preflight first when the Fetch rules
-in ``corsproxy.browser`` call for one, the request itself only if the preflight passes,
+in ``corsproxy.check.browser`` call for one, the request itself only if the preflight passes,
 redirects not followed, bodies left encoded. The answers are judged by the same rules.
 With ``--via`` the same request is checked again through a running corsproxy.
 
@@ -22,7 +22,7 @@ from typing import Any, TextIO
 import aiohttp
 from yarl import URL
 
-from corsproxy.browser import (
+from corsproxy.check.browser import (
     FORBIDDEN_METHODS,
     BrowserRequest,
     Finding,
@@ -35,7 +35,7 @@ from corsproxy.browser import (
     serialize_origin,
 )
 from corsproxy.headers import TOKEN
-from corsproxy.origins import same_origin
+from corsproxy.patterns.origins import same_origin
 
 EXIT_ALLOWED = 0
 EXIT_BLOCKED = 1

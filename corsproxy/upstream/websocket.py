@@ -22,9 +22,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
+from corsproxy.errors import UpstreamFailed, UpstreamTimedOut, UpstreamUnreachable, describe
 from corsproxy.headers import split_list
-from corsproxy.routing import Route
-from corsproxy.upstream import UpstreamFailure
+from corsproxy.upstream.route import Route
 
 log = logging.getLogger("corsproxy")
 
@@ -65,18 +65,6 @@ BROWSER = "browser"
 UPSTREAM = "upstream"
 
 
-def is_websocket_upgrade(request: web.Request) -> bool:
-    """A GET asking to switch to the WebSocket protocol (RFC 6455 section 4.1, items 2, 5 and 6:
-    GET, ``Upgrade: websocket`` and a ``Connection`` header listing ``upgrade``, both
-    case-insensitive)."""
-    if request.method != "GET":
-        return False
-    if request.headers.get("Upgrade", "").strip().lower() != "websocket":
-        return False
-    connection = ",".join(request.headers.getall("Connection", ()))
-    return "upgrade" in (token.lower() for token in split_list(connection))
-
-
 async def proxy_websocket(
     request: web.Request,
     session: aiohttp.ClientSession,
@@ -86,7 +74,7 @@ async def proxy_websocket(
 ) -> web.StreamResponse:
     """Connect to the upstream, accept the browser's upgrade, relay until either side closes.
 
-    Raises :class:`UpstreamFailure` (502, or 504 on a timeout) before anything is sent to the
+    Raises an UpstreamError (errors.py: 502, or 504 on a timeout) before anything is sent to the
     browser when the upstream cannot be reached or refuses the upgrade. Returns a plain 400 for
     a request that is not a valid WebSocket handshake, without contacting the upstream.
     """
@@ -154,21 +142,18 @@ async def _connect(
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_WAIT),
             )
     except TimeoutError as error:
-        raise UpstreamFailure(
-            504, f"upstream {upstream_name} did not complete the WebSocket handshake within {limit:g}s"
+        raise UpstreamTimedOut(
+            f"upstream {upstream_name} did not complete the WebSocket handshake within {limit:g}s"
         ) from error
     except aiohttp.WSServerHandshakeError as error:
-        raise UpstreamFailure(
-            502,
+        raise UpstreamFailed(
             f"upstream {upstream_name} refused the WebSocket upgrade: HTTP {error.status} ({error.message})",
         ) from error
     except aiohttp.ClientConnectorError as error:
-        raise UpstreamFailure(
-            502, f"cannot connect to upstream {upstream_name}: {_describe(error)}"
-        ) from error
+        raise UpstreamUnreachable(f"cannot connect to upstream {upstream_name}: {describe(error)}") from error
     except aiohttp.ClientError as error:
-        raise UpstreamFailure(
-            502, f"upstream {upstream_name} failed during the WebSocket handshake: {_describe(error)}"
+        raise UpstreamFailed(
+            f"upstream {upstream_name} failed during the WebSocket handshake: {describe(error)}"
         ) from error
 
 
@@ -278,8 +263,3 @@ def _reason_bytes(reason: str) -> bytes:
     if len(data) <= MAX_REASON_BYTES:
         return data
     return data[:MAX_REASON_BYTES].decode("utf-8", "ignore").encode()
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error) or type(error).__name__
-    return text.replace("\n", " ")

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from yarl import URL
 
-from corsproxy.origins import origin_of
+from corsproxy.patterns.origins import origin_of
 
 COOKIE_DOMAIN_CHOICES = ("rewrite", "keep")
 COOKIE_SECURE_CHOICES = ("auto", "keep")

@@ -1,14 +1,12 @@
 """The configuration: frozen, typed dataclasses, and the entry points that load them.
 
-Validation lives in ``schema.py``; this module only says what a valid configuration is.
+Validation lives in ``checker.py`` and reading a file in ``loader.py``; this module only says
+what a valid configuration is.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -137,17 +135,3 @@ class Config:
     secrets: frozenset[str] = frozenset()
     # The .env file that was read, if any (its values count as environment variables).
     env_file: str | None = None
-
-
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a YAML file; raises ConfigError listing every problem at once."""
-    from corsproxy.schema import parse_config
-
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError([f"cannot read the file: {error.strerror or error}"], source) from error
-    except UnicodeDecodeError as error:
-        raise ConfigError([f"the file is not UTF-8 text: {error}"], source) from error
-    return parse_config(text, source, os.environ if env is None else env, base_dir=Path(path).parent)

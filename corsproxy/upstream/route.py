@@ -12,9 +12,9 @@ from urllib.parse import unquote
 import aiohttp
 from yarl import URL
 
-from corsproxy.config import RouteConfig
-from corsproxy.rewrite import CookiePolicy
+from corsproxy.config.model import RouteConfig
 from corsproxy.tls import client_ssl_context, connection_context
+from corsproxy.upstream.rewrite import CookiePolicy
 
 
 @dataclass(frozen=True)

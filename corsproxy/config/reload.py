@@ -9,7 +9,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from corsproxy.config import Config, ConfigError, load_config
+from corsproxy.config.loader import load_config
+from corsproxy.config.model import Config, ConfigError
 
 log = logging.getLogger("corsproxy")
 

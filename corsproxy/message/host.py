@@ -7,7 +7,7 @@ import re
 from aiohttp import web
 from yarl import URL
 
-from corsproxy.config import ServerConfig
+from corsproxy.config.model import ServerConfig
 
 # RFC 6761 section 6.3: "localhost" and names under it always resolve to loopback.
 LOOPBACK_HOSTS = ("localhost", "*.localhost", "127.0.0.1", "[::1]", "::1")
@@ -67,27 +67,29 @@ class HostGuard:
             self._seen.add(host_header)
         return allowed
 
-    def refusal(self, host_header: str | None) -> web.Response:
+    def refusal(self, host_header: str | None) -> tuple[int, str]:
+        """The status and the reason for a Host that ``allows`` refused."""
         if host_header is None:
-            return web.Response(
-                status=400, text="corsproxy needs a Host header to serve a request (RFC 9112 section 3.2)\n"
-            )
+            return 400, "corsproxy needs a Host header to serve a request (RFC 9112 section 3.2)"
         if not valid_host(host_header):
-            return web.Response(
-                status=400,
-                text=(
-                    f"corsproxy refused Host {host_header!r}: it is not a valid host[:port] "
-                    "(RFC 9112 section 3.2)\n"
-                ),
+            return 400, (
+                f"corsproxy refused Host {host_header!r}: it is not a valid host[:port] "
+                "(RFC 9112 section 3.2)"
             )
-        return web.Response(
-            status=403,
-            text=(
-                f"corsproxy refused Host {host_header!r}: it is not one of the allowed hosts "
-                f"({self.described}). This guards against DNS rebinding. If you reach the proxy by "
-                "that name, add it to server.allowed_hosts (or CORSPROXY_ALLOWED_HOSTS).\n"
-            ),
+        return 403, (
+            f"corsproxy refused Host {host_header!r}: it is not one of the allowed hosts "
+            f"({self.described}). This guards against DNS rebinding. If you reach the proxy by "
+            "that name, add it to server.allowed_hosts (or CORSPROXY_ALLOWED_HOSTS)."
         )
+
+
+def host_refusal(guard: HostGuard, request: web.Request) -> web.Response | None:
+    """The guard for the proxy's own pages (aiohttp handlers): None, or the refusal."""
+    host = request_authority(request)
+    if guard.allows(host):
+        return None
+    status, text = guard.refusal(host)
+    return web.Response(status=status, text=text + "\n")
 
 
 def _hostname(host: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import yaml
 from dotenv import dotenv_values
 
-from corsproxy.config import (
+from corsproxy.config.model import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_METHODS,
     DEFAULT_READ_TIMEOUT,
@@ -30,9 +30,9 @@ from corsproxy.config import (
     ServerTLS,
     UpstreamTLS,
 )
-from corsproxy.globs import GlobError, compile_glob
 from corsproxy.headers import TOKEN
-from corsproxy.origins import LOCAL_DEV_ORIGINS, OriginPatternError, parse_origin_pattern
+from corsproxy.patterns.globs import GlobError, compile_glob
+from corsproxy.patterns.origins import LOCAL_DEV_ORIGINS, OriginPatternError, parse_origin_pattern
 from corsproxy.tls import client_ssl_context
 
 T = TypeVar("T")

@@ -1,0 +1,73 @@
+"""Every answer the proxy sends is built here, once for both transports.
+
+A preflight's answer, a refusal, the proxy's own failure (502, 503, 504) and an upstream's
+decorated answer: the transports (server/) only turn these into bytes. CORS headers go on
+every status (README, "How the proxy decides"), so the page reads the real error instead
+of a misleading CORS error.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from multidict import CIMultiDict
+
+from corsproxy.cors.policy import Decision
+from corsproxy.cors.response import PREFLIGHT_VARY_TOKENS, VARY_ORIGIN, add_cors_headers
+from corsproxy.errors import UpstreamError
+from corsproxy.flow import Forward, Refuse
+from corsproxy.upstream.header_rules import returned_headers
+
+TEXT_PLAIN = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An answer the proxy makes itself: a short plain-text body that says why."""
+
+    status: int
+    headers: CIMultiDict[str]
+    body: bytes
+
+
+def text_answer(status: int, text: str, decision: Decision | None) -> Answer:
+    headers: CIMultiDict[str] = CIMultiDict()
+    headers["Content-Type"] = TEXT_PLAIN
+    if decision is not None:
+        add_cors_headers(headers, decision, VARY_ORIGIN)
+    return Answer(status, headers, (text + "\n").encode())
+
+
+def refusal_answer(refuse: Refuse) -> Answer:
+    return text_answer(refuse.status, refuse.reason, refuse.decision if refuse.cors else None)
+
+
+def failure_answer(error: UpstreamError, decision: Decision) -> Answer:
+    """The proxy's answer when the upstream gave none: 502, 503 or 504 naming the cause."""
+    return text_answer(error.status, error.message, decision)
+
+
+@functools.lru_cache(maxsize=4096)
+def preflight_answer(decision: Decision) -> tuple[int, tuple[tuple[str, str], ...], bytes | None]:
+    """204 with the CORS headers, or 403 whose body says what failed. Decisions are cached
+    per request shape, so their answers are built once too."""
+    headers: CIMultiDict[str] = CIMultiDict()
+    add_cors_headers(headers, decision, PREFLIGHT_VARY_TOKENS)
+    if decision.allowed:
+        return 204, tuple(headers.items()), None
+    headers["Content-Type"] = TEXT_PLAIN
+    body = f"CORS preflight refused by corsproxy: {decision.reason}\n".encode()
+    return 403, tuple(headers.items()), body
+
+
+def decorate(
+    received: Mapping[str, str], forward: Forward, *, scheme: str, authority: str
+) -> CIMultiDict[str]:
+    """An upstream answer's headers as the client gets them: the upstream's own
+    Access-Control-* and hop-by-hop headers out, cookies and redirects adapted, the
+    decision's CORS headers in, Vary appended (docs/design.md)."""
+    headers = returned_headers(received, forward.route, scheme=scheme, host=authority)
+    add_cors_headers(headers, forward.decision, VARY_ORIGIN)
+    return headers

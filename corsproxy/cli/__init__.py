@@ -1,0 +1,1 @@
+"""The command line: `serve`, `validate`, `demo`, `check`, and `--workers`."""

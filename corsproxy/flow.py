@@ -1,0 +1,230 @@
+"""The request flow, written once for both transports: a request head in, a plan out.
+
+    head ─► Host: well-formed, and one the proxy answers to        400 / 403 (message/host.py)
+         ─► the message: dot segments, header bytes, codings        400 / 501 (message/checks.py)
+         ─► classify (Fetch standard): OPTIONS with Origin and
+            Access-Control-Request-Method is a preflight            Preflight(decision)
+         ─► decide: the first rule whose path and origin match      (cors/policy.py, cached)
+         ─► route: the longest prefix of the match path             404 naming the routes
+         ─► guards: credentials, WebSocket origin, body size        403 / 413 / 411
+         ─► Forward(route, decision, target URL, headers to send)
+
+Pure: a head and the Runtime in, a plan out, no I/O. The transports (server/) turn a plan
+into bytes, and every answer they send is built by answers.py, so a capability added here
+works on both at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from corsproxy.cors.policy import NO_ORIGIN, Decision
+from corsproxy.headers import split_list
+from corsproxy.message.checks import dot_segment_refusal, transfer_coding_refusal, undecodable_header
+from corsproxy.state import Runtime
+from corsproxy.upstream.header_rules import forwarded_headers
+from corsproxy.upstream.route import Route
+
+# The proxy's own pages; never forwarded.
+OWN_PREFIX = "/__corsproxy/"
+
+Headers = CIMultiDict[str] | CIMultiDictProxy[str]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """What the flow reads of a request: both transports make one from what they parsed."""
+
+    method: str
+    path: str  # upstream/route.py match_path: routes and rules are matched on it
+    raw_path: str  # as received, percent-encoded
+    query_string: str  # as received
+    headers: Headers
+    authority: str | None  # an absolute-form target's, else Host (message/host.py)
+    scheme: str  # how the client reached the proxy
+    remote: str  # the client's address
+    content_length: int | None
+    has_body: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Preflight:
+    """Answered by the proxy from the decision: 204 with CORS headers, or 403 saying why."""
+
+    decision: Decision
+    # Close the connection after the answer: a declined Upgrade (docs/design.md).
+    close: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Not forwarded: ``status`` with ``reason`` as the body. The decision's CORS headers go
+    on the answer, so the page can read why, unless ``cors`` is False (a Host refused
+    before any CORS decision, a WebSocket, which browsers apply no CORS to)."""
+
+    status: int
+    reason: str
+    decision: Decision
+    cors: bool = True
+    # Close the connection after the answer: the rest of the message cannot be trusted,
+    # or an Upgrade was declined (docs/design.md).
+    close: bool = False
+    # Host refusals are not recorded: a rebinding page's requests are not the developer's.
+    recorded: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Sent to the route's upstream at ``target`` with ``headers``; the answer streamed back."""
+
+    route: Route
+    decision: Decision
+    target: URL
+    headers: CIMultiDict[str]
+    websocket: bool
+    # An Upgrade the proxy declines: the connection closes after the answer (docs/design.md).
+    close: bool
+
+
+Plan = Preflight | Refuse | Forward
+
+# What a refusal of the Host is recorded as: no CORS decision was made.
+HOST_REFUSED = Decision(False, "the Host is not one the proxy answers to")
+
+
+def plan(head: RequestHead, runtime: Runtime) -> Plan:
+    """What to do with a request, top to bottom as in the module's docstring."""
+    guard = runtime.host_guard
+    if not guard.allows(head.authority):
+        status, text = guard.refusal(head.authority)
+        return Refuse(status, text, HOST_REFUSED, cors=False, close=declined_upgrade(head), recorded=False)
+    headers = head.headers
+    origin = headers.get("Origin")
+    method = head.method
+    close = declined_upgrade(head)
+
+    refused = _message_refusal(head)
+    if refused is not None:
+        status, reason = refused
+        decision = NO_ORIGIN if origin is None else runtime.policy.actual(head.path, origin)
+        return Refuse(status, reason, decision, close=close or status == 501)
+
+    # Fetch standard, CORS-preflight request: OPTIONS carrying both Origin and
+    # Access-Control-Request-Method. Any other OPTIONS is an ordinary request.
+    requested_method = headers.get("Access-Control-Request-Method")
+    if origin is not None and method == "OPTIONS" and requested_method is not None:
+        decision = runtime.policy.preflight(
+            head.path,
+            origin,
+            requested_method,
+            headers.get("Access-Control-Request-Headers"),
+            headers.get("Access-Control-Request-Private-Network") == "true",
+        )
+        return Preflight(decision, close)
+
+    decision = NO_ORIGIN if origin is None else runtime.policy.actual(head.path, origin)
+    route = runtime.router.match(head.path)
+    if route is None:
+        prefixes = ", ".join(r.prefix for r in runtime.router.routes)
+        return Refuse(404, f"no route for {head.path} (routes: {prefixes})", decision, close=close)
+
+    websocket = is_websocket_upgrade(head)
+    refused_here = _guard_refusal(head, route, decision, runtime, websocket)
+    if refused_here is not None:
+        return refused_here
+    sent = forwarded_headers(
+        headers, route, remote=head.remote, scheme=head.scheme, host=head.authority or ""
+    )
+    target = route.target(head.raw_path, head.query_string)
+    return Forward(route, decision, target, sent, websocket, close)
+
+
+def declined_upgrade(head: RequestHead) -> bool:
+    """An Upgrade the proxy does not take (anything but a WebSocket). aiohttp's parser stops
+    at such a request and would take pipelined requests behind it for the new protocol, so
+    the connection closes after the answer, as a client that pipelines expects it may
+    (RFC 9112 section 9.3.2), and no request is silently lost. The upgrade itself is
+    declined as RFC 9110 section 7.8 allows: Upgrade is not forwarded."""
+    return "Upgrade" in head.headers and not is_websocket_upgrade(head)
+
+
+def _message_refusal(head: RequestHead) -> tuple[int, str] | None:
+    """A message the proxy cannot pass on as received (docs/design.md, "Refused")."""
+    reason = dot_segment_refusal(head.raw_path) or undecodable_header(head.headers.items())
+    if reason is not None:
+        return 400, reason
+    reason = transfer_coding_refusal(head.headers.get("Transfer-Encoding"))
+    if reason is not None:
+        return 501, reason
+    return None
+
+
+def _guard_refusal(
+    head: RequestHead, route: Route, decision: Decision, runtime: Runtime, websocket: bool
+) -> Refuse | None:
+    """Requests the proxy will not forward to this route, with a 4xx that says why."""
+    close = declined_upgrade(head)
+    refused = credentials_refusal(head, route, decision, runtime)
+    if refused is not None:
+        return Refuse(403, refused, decision, close=close)
+    if websocket and head.headers.get("Origin") is not None and not decision.allowed:
+        # Browsers apply no CORS to WebSockets (RFC 6455 section 10.2): the proxy checks
+        # Origin itself, before the upgrade.
+        return Refuse(403, f"WebSocket refused by corsproxy: {decision.reason}", decision, cors=False)
+    limit = route.config.max_body_size
+    length = head.content_length
+    if limit is not None and length is not None and length > limit:
+        return Refuse(
+            413,
+            f"request body of {length} bytes is over route {route.prefix}'s max_body_size of {limit}",
+            decision,
+            close=close,
+        )
+    if limit is not None and length is None and head.has_body:
+        return Refuse(
+            411,
+            f"route {route.prefix} has a max_body_size: send Content-Length with the body",
+            decision,
+            close=close,
+        )
+    return None
+
+
+def credentials_refusal(head: RequestHead, route: Route, decision: Decision, runtime: Runtime) -> str | None:
+    """Why a request must not reach a route that injects credentials, or None."""
+    if not route.config.guards_credentials:
+        return None
+    # A simple request needs no preflight, so without this check any website could
+    # spend the developer's injected API key (docs/design.md, "Refused"). Browsers send no
+    # Origin on no-cors GETs, but they do send Sec-Fetch-Site (Fetch Metadata).
+    headers = head.headers
+    if headers.get("Origin") is not None:
+        allowed = decision.allowed
+        reason = runtime.policy.method_refusal(decision, head.method) if allowed else decision.reason
+    elif headers.get("Sec-Fetch-Site") == "cross-site":
+        reason = "a cross-site request without Origin"
+    else:
+        reason = None
+    if reason is None:
+        return None
+    return (
+        f"corsproxy refused to forward: {reason}. Route {route.prefix} injects "
+        "credentials (request_headers), so requests its rules do not allow are not "
+        "forwarded; set refuse_disallowed_origins: false on the route to change that"
+    )
+
+
+def is_websocket_upgrade(head: RequestHead) -> bool:
+    """A GET asking to switch to the WebSocket protocol (RFC 6455 section 4.1, items 2, 5
+    and 6: GET, ``Upgrade: websocket`` and a ``Connection`` header listing ``upgrade``,
+    both case-insensitive)."""
+    if head.method != "GET":
+        return False
+    headers = head.headers
+    if headers.get("Upgrade", "").strip().lower() != "websocket":
+        return False
+    connection = ",".join(headers.getall("Connection", ()))
+    return "upgrade" in (token.lower() for token in split_list(connection))

@@ -1,0 +1,262 @@
+"""The aiohttp transport: the handler that turns a plan (flow.py) into an aiohttp answer.
+
+It serves what the front door hands it: request bodies, WebSockets, HEAD, HTTP/1.0, the
+proxy's own pages, and heads the front door does not parse. The flow, the answers and the
+record are the ones the front door uses (flow.py, answers.py, state.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.http import HttpVersion11
+
+from corsproxy.answers import Answer, decorate, failure_answer, preflight_answer, refusal_answer
+from corsproxy.config.model import Config
+from corsproxy.config.reload import watch_config
+from corsproxy.errors import UpstreamBrokeOff, UpstreamError
+from corsproxy.flow import OWN_PREFIX, Forward, Preflight, Refuse, RequestHead, plan
+from corsproxy.inspector.routes import add_inspector_routes
+from corsproxy.message.host import host_refusal, request_authority
+from corsproxy.state import STATE, Outcome, ProxyState, Runtime, take_upstream_slot
+from corsproxy.upstream.aiohttp_client import AiohttpAnswer, AiohttpClient, create_session
+from corsproxy.upstream.route import match_path
+from corsproxy.upstream.websocket import proxy_websocket
+from corsproxy.version import __version__
+
+log = logging.getLogger("corsproxy")
+
+
+def create_app(config: Config, watch: Path | None = None) -> web.Application:
+    """The proxy as an aiohttp application, ready for ``web.run_app`` or a test server.
+    With ``watch``, that config file is reloaded when it changes."""
+    state = ProxyState(Runtime.build(config))
+    size = config.server.max_header_size
+    app = web.Application(
+        handler_args={
+            # Longer request lines or header fields get a 400 naming the limit from the parser.
+            "max_line_size": size,
+            "max_field_size": size,
+            # Request bodies reach the upstream byte for byte, whatever their
+            # Content-Encoding: decoded here while the original Content-Length went on,
+            # a body would end early and the upstream would read the next request on its
+            # connection as the rest of it (request smuggling).
+            "auto_decompress": False,
+        },
+    )
+    app[STATE] = state
+    app.cleanup_ctx.append(_client_session)
+    if watch is not None:
+        app.cleanup_ctx.append(_config_watcher(watch))
+    app.router.add_get(OWN_PREFIX + "health", health)
+    add_inspector_routes(app)
+    app.router.add_route("*", OWN_PREFIX + "{tail:.*}", own_not_found)
+    app.router.add_route("*", "/{tail:.*}", proxy, expect_handler=expect_continue)
+    return app
+
+
+def _config_watcher(path: Path) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        state = app[STATE]
+
+        def apply(config: Config) -> None:
+            # Swapped whole: a request in flight keeps the Runtime it started with.
+            state.runtime = Runtime.build(config)
+
+        task = asyncio.create_task(watch_config(path, state.runtime.config, apply))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return run
+
+
+async def _client_session(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    state._session = create_session(app[STATE].runtime.config.server.max_upstream_connections)
+    state._client = AiohttpClient(state._session)
+    yield
+    await state._session.close()
+    state._session = state._client = None
+
+
+async def health(request: web.Request) -> web.Response:
+    refused = host_refusal(request.app[STATE].runtime.host_guard, request)
+    if refused is not None:
+        return refused
+    state = request.app[STATE]
+    config = state.runtime.config
+    return web.json_response(
+        {
+            "status": "ok",
+            "version": __version__,
+            # Tells --workers processes apart.
+            "pid": os.getpid(),
+            "config": config.source,
+            "routes": [{"path": route.path, "upstream": route.upstream} for route in config.routes],
+            "uptime_seconds": round(time.time() - state.started, 3),
+            "front_door": {"served": state.front_door.served, "handed_off": state.front_door.handed_off},
+        }
+    )
+
+
+async def own_not_found(request: web.Request) -> web.Response:
+    refused = host_refusal(request.app[STATE].runtime.host_guard, request)
+    if refused is not None:
+        return refused
+    return web.Response(
+        status=404,
+        text=f"{request.path}: no such corsproxy endpoint; /__corsproxy/ belongs to the proxy itself\n",
+    )
+
+
+def request_head(request: web.Request) -> RequestHead:
+    """What the flow reads of an aiohttp request."""
+    raw_path = request.rel_url.raw_path
+    return RequestHead(
+        method=request.method,
+        path=match_path(raw_path),
+        raw_path=raw_path,
+        query_string=request.rel_url.raw_query_string,
+        headers=request.headers,
+        authority=request_authority(request),
+        scheme=request.scheme,
+        remote=request.remote or "",
+        content_length=request.content_length,
+        has_body=request.body_exists,
+    )
+
+
+async def expect_continue(request: web.Request) -> None:
+    """RFC 9110 section 10.1.1: "100 Continue" asks for the body, so it is sent only for a
+    request the proxy will forward; a refusal is answered without reading the body.
+    An expectation the proxy does not know is answered 417, as aiohttp does."""
+    expect = request.headers.get("Expect", "")
+    if request.version != HttpVersion11:
+        return
+    if expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+    if isinstance(plan(request_head(request), request.app[STATE].runtime), Forward):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # aiohttp's own handler does this too: the answer's body has not started yet.
+        request.writer.output_size = 0
+
+
+def as_response(answer: Answer) -> web.Response:
+    return web.Response(status=answer.status, headers=answer.headers, body=answer.body)
+
+
+async def proxy(request: web.Request) -> web.StreamResponse:
+    """Every request that is not the proxy's own page: the flow's plan, carried out."""
+    started = time.perf_counter()
+    state = request.app[STATE]
+    head = request_head(request)
+    decided = plan(head, state.runtime)
+    if isinstance(decided, Preflight):
+        status, headers, body = preflight_answer(decided.decision)
+        response = web.Response(status=status, headers=headers, body=body)
+        if decided.close:
+            response.force_close()
+        state.finish(Outcome(head, response, started, decided.decision, preflight=True))
+        return response
+    if isinstance(decided, Refuse):
+        response = as_response(refusal_answer(decided))
+        if decided.close:
+            response.force_close()
+        if decided.recorded:
+            state.finish(Outcome(head, response, started, decided.decision, error=decided.reason))
+        return response
+    if decided.websocket:
+        return await open_websocket(request, state, head, decided, started)
+    return await forward(request, state, head, decided, started)
+
+
+async def forward(
+    request: web.Request, state: ProxyState, head: RequestHead, forwarding: Forward, started: float
+) -> web.StreamResponse:
+    """Send the request upstream and stream its answer back, decorated (answers.py)."""
+    try:
+        await take_upstream_slot(state, forwarding.route)
+        try:
+            answer = await state.client.send(
+                forwarding.route,
+                head.method,
+                forwarding.target,
+                forwarding.headers,
+                request.content if head.has_body else None,
+                client_closed=lambda: request.transport is None or request.transport.is_closing(),
+            )
+            return await relay(request, state, head, forwarding, answer, started)
+        finally:
+            state.upstream_slots.release()
+    except UpstreamError as error:
+        response = as_response(failure_answer(error, forwarding.decision))
+        log.warning("%s %s: %s", head.method, head.path, error.message)
+        outcome = Outcome(head, response, started, forwarding.decision, error=error.message)
+        state.finish(outcome.forwarded(forwarding.target, forwarding.headers, None))
+        return response
+
+
+async def relay(
+    request: web.Request,
+    state: ProxyState,
+    head: RequestHead,
+    forwarding: Forward,
+    answer: AiohttpAnswer,
+    started: float,
+) -> web.StreamResponse:
+    """Stream the upstream's answer back with our CORS headers in place of its own."""
+    upstream_ms = (time.perf_counter() - started) * 1000
+    headers = decorate(answer.headers, forwarding, scheme=head.scheme, authority=head.authority or "")
+    streamed = web.StreamResponse(status=answer.status, reason=answer.reason, headers=headers)
+    if forwarding.close:
+        streamed.force_close()
+    outcome = Outcome(head, streamed, started, forwarding.decision)
+    outcome.forwarded(forwarding.target, forwarding.headers, upstream_ms)
+    try:
+        await streamed.prepare(request)
+        async for chunk in answer.chunks():
+            await streamed.write(chunk)
+        await streamed.write_eof()
+    except UpstreamBrokeOff as broke:
+        # The client must see a truncated body, never a complete-looking one.
+        outcome.error = str(broke)
+        log.warning("%s %s: %s", head.method, head.path, outcome.error)
+        if request.transport is not None:
+            request.transport.abort()
+    except ConnectionResetError:
+        # The client went away: stop reading the upstream and drop that connection.
+        outcome.error = "client disconnected"
+        log.warning("%s %s: %s", head.method, head.path, outcome.error)
+        answer.abort()
+    finally:
+        answer.release()
+    state.finish(outcome)
+    return streamed
+
+
+async def open_websocket(
+    request: web.Request, state: ProxyState, head: RequestHead, forwarding: Forward, started: float
+) -> web.StreamResponse:
+    """Relay a WebSocket (the flow has checked its Origin: browsers apply no CORS to them)."""
+    try:
+        response = await proxy_websocket(
+            request, state.session, forwarding.target, forwarding.headers, forwarding.route
+        )
+    except UpstreamError as error:
+        failed = as_response(failure_answer(error, forwarding.decision))
+        log.warning("%s %s: %s", head.method, head.path, error.message)
+        outcome = Outcome(head, failed, started, forwarding.decision, error=error.message)
+        state.finish(outcome.forwarded(forwarding.target, forwarding.headers, None))
+        return failed
+    outcome = Outcome(head, response, started, forwarding.decision)
+    state.finish(outcome.forwarded(forwarding.target, forwarding.headers, None))
+    return response

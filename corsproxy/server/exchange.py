@@ -1,0 +1,185 @@
+"""One request the front door serves itself, from its plan to exactly one record.
+
+The connection (frontdoor.py) parses the head and asks the flow for a plan; an exchange
+carries the plan out: a preflight or a refusal answered at once, or a forward over the lean
+client, streamed back with flow control, or the proxy's own failure answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from multidict import CIMultiDict
+
+from corsproxy.answers import decorate, failure_answer, refusal_answer
+from corsproxy.errors import ProxyStopping, UpstreamBrokeOff, UpstreamError
+from corsproxy.flow import Forward, Preflight, Refuse, RequestHead
+from corsproxy.server.wire import LAST_CHUNK, answer_bytes, chunk, http_date, preflight_bytes, serialize_head
+from corsproxy.state import Outcome, take_upstream_slot
+from corsproxy.upstream.lean_client import LeanAnswer
+
+if TYPE_CHECKING:
+    from corsproxy.server.frontdoor import FrontDoor
+
+log = logging.getLogger("corsproxy")
+
+# aiohttp's client sends Content-Length: 0 for any other method when there is no body;
+# so does the front door, so the upstream sees the same request either way.
+BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+@dataclass(slots=True)
+class FrontAnswer:
+    """What the record needs of an answer the front door sent."""
+
+    status: int
+    headers: Mapping[str, str]
+
+
+class FrontExchange:
+    def __init__(self, door: FrontDoor, head: RequestHead, keep_alive: bool, started: float) -> None:
+        self.door = door
+        self.state = door.state
+        self.head = head
+        self.keep_alive = keep_alive
+        self.started = started
+        self.answer: LeanAnswer | None = None  # the upstream answer being relayed
+        self.answered = False  # the answer's head has gone to the client
+
+    def must_close(self, plan_close: bool = False) -> bool:
+        return plan_close or not self.keep_alive or self.door.closing
+
+    # answered at once
+
+    def answer_preflight(self, preflight: Preflight) -> bool:
+        """Write the cached answer; True when the connection must close after it."""
+        status, headers, head, body = preflight_bytes(preflight.decision)
+        close = self.must_close(preflight.close)
+        ending = b"Connection: close\r\n\r\n" if close else b"\r\n"
+        self.door.write(b"%sDate: %s\r\n%s%s" % (head, http_date().encode(), ending, body))
+        outcome = Outcome(
+            self.head, FrontAnswer(status, headers), self.started, preflight.decision, preflight=True
+        )
+        self.state.finish(outcome)
+        return close
+
+    def answer_refusal(self, refuse: Refuse) -> bool:
+        answer = refusal_answer(refuse)
+        close = self.must_close(refuse.close)
+        self.door.write(answer_bytes(answer, close))
+        if refuse.recorded:
+            outcome = Outcome(
+                self.head, FrontAnswer(answer.status, answer.headers), self.started, refuse.decision
+            )
+            outcome.error = refuse.reason
+            self.state.finish(outcome)
+        return close
+
+    # forwarded
+
+    async def forward(self, forwarding: Forward) -> bool:
+        """Forward over the lean client and relay the answer; True when the connection
+        must close after it. Exactly one record, whatever happens."""
+        head, state = self.head, self.state
+        sent = forwarding.headers
+        if head.method not in BODYLESS_METHODS and "Content-Length" not in sent:
+            sent["Content-Length"] = "0"
+        close = self.must_close(forwarding.close)
+        try:
+            await take_upstream_slot(state, forwarding.route)
+            try:
+                answer = await self.door.server.lean.send(
+                    forwarding.route, head.method, forwarding.target, sent, None
+                )
+                close = await self.relay(forwarding, answer) or close
+            finally:
+                state.upstream_slots.release()
+        except UpstreamError as error:
+            close = self.answer_failure(forwarding, error) or close
+        except asyncio.CancelledError:
+            # The client went away, or shutdown's grace period ran out before the answer.
+            if not self.answered:
+                if self.door.lost:
+                    self.record_disconnect(forwarding)
+                else:
+                    stopping = ProxyStopping("corsproxy shut down before the upstream answered")
+                    self.answer_failure(forwarding, stopping)
+            raise
+        return close
+
+    async def relay(self, forwarding: Forward, answer: LeanAnswer) -> bool:
+        """Stream the answer back; True when the client connection must close."""
+        head, door = self.head, self.door
+        upstream_ms = (time.perf_counter() - self.started) * 1000
+        headers = decorate(answer.headers, forwarding, scheme=head.scheme, authority=head.authority or "")
+        close = self.must_close(forwarding.close)
+        response_head, chunked = serialize_head(answer.status, answer.reason, headers, close)
+        outcome = Outcome(head, FrontAnswer(answer.status, headers), self.started, forwarding.decision)
+        outcome.forwarded(forwarding.target, forwarding.headers, upstream_ms)
+        transport = door.transport
+        if door.lost or transport is None:
+            answer.abort()
+            answer.release()
+            outcome.error = "client disconnected"
+            self.state.finish(outcome)
+            return True
+        # The head and the body bytes already here in one gathered write: one send() for a
+        # small answer, and no copy into one buffer for a large one.
+        parts = [response_head]
+        for piece in answer.take_pending():
+            parts += chunk(piece) if chunked else (piece,)
+        transport.writelines(parts)
+        self.answered = True
+        self.answer = answer
+        if door.write_paused:
+            answer.pause()
+        try:
+            answer.attach(door.write_chunk if chunked else door.write)
+            await answer.finished()
+            if chunked and not door.lost:
+                transport.write(LAST_CHUNK)
+        except asyncio.CancelledError:
+            outcome.error = "client disconnected" if door.lost else "cut short: corsproxy shut down mid-body"
+            if not door.lost:
+                transport.abort()  # visibly truncated, never complete-looking
+            self.state.finish(outcome)
+            raise
+        except UpstreamBrokeOff as broke:
+            close = True
+            if door.lost:
+                outcome.error = "client disconnected"
+            else:
+                # The client must see a truncated body, never a complete-looking one.
+                outcome.error = str(broke)
+                log.warning("%s %s: %s", head.method, head.path, outcome.error)
+                transport.abort()
+        finally:
+            self.answer = None
+            answer.release()
+        self.state.finish(outcome)
+        return close
+
+    def answer_failure(self, forwarding: Forward, error: UpstreamError) -> bool:
+        """The proxy's own answer when the upstream gave none (answers.py)."""
+        answer = failure_answer(error, forwarding.decision)
+        close = self.must_close(forwarding.close)
+        log.warning("%s %s: %s", self.head.method, self.head.path, error.message)
+        if not self.door.lost:
+            self.door.write(answer_bytes(answer, close))
+        outcome = Outcome(
+            self.head, FrontAnswer(answer.status, answer.headers), self.started, forwarding.decision
+        )
+        outcome.error = error.message
+        self.state.finish(outcome.forwarded(forwarding.target, forwarding.headers, None))
+        return close
+
+    def record_disconnect(self, forwarding: Forward) -> None:
+        # 499: nginx's "client closed request"; no answer was sent.
+        outcome = Outcome(self.head, FrontAnswer(499, CIMultiDict()), self.started, forwarding.decision)
+        outcome.error = "client disconnected"
+        self.state.finish(outcome.forwarded(forwarding.target, forwarding.headers, None))

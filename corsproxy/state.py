@@ -1,0 +1,176 @@
+"""The state both transports share: the compiled configuration, counts, the exchange
+record, and what happened to each request (an Outcome), logged and recorded once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from corsproxy.config.model import Config
+from corsproxy.cors.policy import Decision, Policy
+from corsproxy.errors import UpstreamBusy
+from corsproxy.exchanges import Exchange, ExchangeLog
+from corsproxy.message.host import HostGuard
+from corsproxy.upstream.aiohttp_client import AiohttpClient
+from corsproxy.upstream.route import Route, Router
+
+log = logging.getLogger("corsproxy")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything compiled from one configuration; replaced whole, never edited."""
+
+    config: Config
+    policy: Policy
+    router: Router
+    host_guard: HostGuard
+
+    @classmethod
+    def build(cls, config: Config) -> Runtime:
+        return cls(config, Policy(config.rules), Router(config.routes), HostGuard(config.server))
+
+
+class RequestSeen(Protocol):
+    """What the log line and the inspector need of a request: an aiohttp request, or
+    one the front door served itself (frontdoor.py)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def query_string(self) -> str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+class ResponseSeen(Protocol):
+    @property
+    def status(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+@dataclass
+class Outcome:
+    """What happened to one request, gathered for the log line and the inspector."""
+
+    request: RequestSeen
+    response: ResponseSeen
+    started: float
+    decision: Decision
+    preflight: bool = False
+    error: str | None = None
+    upstream_url: URL | None = None
+    upstream_headers: CIMultiDict[str] | None = None
+    upstream_ms: float | None = None
+
+    def forwarded(self, url: URL, headers: CIMultiDict[str], upstream_ms: float | None) -> Outcome:
+        self.upstream_url, self.upstream_headers, self.upstream_ms = url, headers, upstream_ms
+        return self
+
+
+@dataclass
+class FrontDoorCounts:
+    """Requests the front door served itself, and connections it handed to aiohttp."""
+
+    served: int = 0
+    handed_off: int = 0
+
+
+class ProxyState:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.front_door = FrontDoorCounts()
+        self.started = time.time()
+        self.exchanges = ExchangeLog()
+        self._session: aiohttp.ClientSession | None = None
+        self._client: AiohttpClient | None = None
+        # Requests forwarded at once; fixed at start (the client pool is sized with it).
+        self.upstream_slots = asyncio.Semaphore(runtime.config.server.max_upstream_connections)
+
+    def finish(self, outcome: Outcome) -> None:
+        """One log line and one inspector record per request."""
+        request, decision = outcome.request, outcome.decision
+        elapsed = (time.perf_counter() - outcome.started) * 1000
+        status = outcome.response.status
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "%s %s origin=%s -> %d %.1fms upstream=%s%s cors: %s%s",
+                request.method,
+                request.path,
+                request.headers.get("Origin", "-"),
+                status,
+                elapsed,
+                "-" if outcome.upstream_ms is None else f"{outcome.upstream_ms:.1f}ms",
+                " preflight" if outcome.preflight else "",
+                decision.reason if decision.allowed else "REFUSED, " + decision.reason,
+                f" error: {outcome.error}" if outcome.error else "",
+            )
+        self.exchanges.add(
+            Exchange(
+                id=self.exchanges.next_id(),
+                started=time.time() - elapsed / 1000,
+                method=request.method,
+                path=request.path,
+                query=request.query_string,
+                origin=request.headers.get("Origin"),
+                preflight=outcome.preflight,
+                status=status,
+                duration_ms=elapsed,
+                upstream_ms=outcome.upstream_ms,
+                allowed=decision.allowed,
+                reason=decision.reason,
+                rule=decision.rule,
+                request_headers=request.headers,
+                response_headers=outcome.response.headers,
+                upstream_request_headers=outcome.upstream_headers,
+                upstream_url=None if outcome.upstream_url is None else str(outcome.upstream_url),
+                error=outcome.error,
+                secrets=self.runtime.config.secrets,
+            )
+        )
+
+    @property
+    def client(self) -> AiohttpClient:
+        """aiohttp's client over the session: the aiohttp transport's UpstreamClient."""
+        if self._client is None:
+            raise RuntimeError("the proxy's client session is not open: is the app running?")
+        return self._client
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("the proxy's client session is not open: is the app running?")
+        return self._session
+
+
+STATE = web.AppKey("corsproxy_state", ProxyState)
+
+
+async def take_upstream_slot(state: ProxyState, route: Route) -> None:
+    """One of server.max_upstream_connections; the caller releases it. When all are taken,
+    wait up to the route's connect timeout, then answer 503."""
+    slots = state.upstream_slots
+    if not slots.locked():
+        # A free slot is taken at once; a timeout would cost a timer on every request.
+        await slots.acquire()
+        return
+    try:
+        async with asyncio.timeout(route.config.connect_timeout):
+            await slots.acquire()
+    except TimeoutError:
+        limit = state.runtime.config.server.max_upstream_connections
+        raise UpstreamBusy(
+            f"too many requests in flight to upstreams (server.max_upstream_connections: {limit})"
+        ) from None
