@@ -154,33 +154,65 @@ def config_from_yaml(text: str, **env: str) -> Config:
     return parse_config(text, "test.yaml", env)
 
 
+FRONT_DOOR = "front door"
+AIOHTTP = "aiohttp"
+
+
 class ProxyTestServer(TestServer):
     """The proxy app on a loopback port, served as `corsproxy serve` serves it: through
-    the front door. aiohttp's test server cancels a handler whose client disconnects;
-    ``handler_cancellation=False`` is what `corsproxy serve` does."""
+    the front door, or with ``front_door=False`` through aiohttp alone. aiohttp's test
+    server cancels a handler whose client disconnects; ``handler_cancellation=False`` is
+    what `corsproxy serve` does."""
 
-    def __init__(self, app: web.Application, *, handler_cancellation: bool = True) -> None:
+    def __init__(
+        self, app: web.Application, *, handler_cancellation: bool = True, front_door: bool = True
+    ) -> None:
         super().__init__(app)
         self.handler_cancellation = handler_cancellation
+        self.front_door = front_door
 
     async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
         kwargs["handler_cancellation"] = self.handler_cancellation
-        return ProxyRunner(self.app, **kwargs)
+        return ProxyRunner(self.app, front_door=self.front_door, **kwargs)
+
+
+@pytest.fixture(params=[FRONT_DOOR, AIOHTTP])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Which transport serves the proxy's connections. Every test that starts the proxy
+    with ``make_proxy`` runs once per transport; a module whose tests are about one
+    transport overrides this fixture."""
+    return str(request.param)
+
+
+def assert_aiohttp_alone_served(app: web.Application) -> None:
+    """Through aiohttp alone, the front door served nothing. (Through the front door, which
+    requests it serves depends on each request: tests that care assert it themselves.)"""
+    served = app[STATE].front_door.served
+    assert served == 0, f"the front door served {served} requests"
 
 
 ProxyFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
 @pytest.fixture
-def make_proxy(aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]]) -> ProxyFactory:
-    """Start the real proxy for a YAML config; returns a client that does not decompress,
-    so tests see the bytes and headers exactly as the proxy sent them."""
+async def make_proxy(
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]], transport: str
+) -> AsyncIterator[ProxyFactory]:
+    """Start the real proxy for a YAML config, on the test's transport; returns a client
+    that does not decompress, so tests see the bytes and headers exactly as the proxy
+    sent them."""
+    started: list[web.Application] = []
 
     async def start(yaml_text: str, **env: str) -> TestClient[Any, Any]:
         app = create_app(config_from_yaml(yaml_text, **env))
-        return await aiohttp_client(ProxyTestServer(app), auto_decompress=False)
+        started.append(app)
+        server = ProxyTestServer(app, front_door=transport == FRONT_DOOR)
+        return await aiohttp_client(server, auto_decompress=False)
 
-    return start
+    yield start
+    if transport == AIOHTTP:
+        for app in started:
+            assert_aiohttp_alone_served(app)
 
 
 ProxyServerFactory = Callable[..., Awaitable[ProxyTestServer]]

@@ -198,6 +198,9 @@ def test_demo_starts_answers_and_stops_cleanly_on_sigterm(started: list[subproce
     assert f"Access-Control-Allow-Origin: {LOCAL}" in echo
     assert '"query": "x=1"' in echo
     assert preflight.startswith("HTTP/1.1 204")
+    # Served as `corsproxy serve` serves: both requests by the front door.
+    health = http(port, "GET /__corsproxy/health HTTP/1.1\nHost: 127.0.0.1\nConnection: close\n")
+    assert '"front_door": {"served": 2' in health
     demo.send_signal(signal.SIGTERM)
     out, _ = demo.communicate(timeout=10)
     assert demo.returncode == 0

@@ -11,15 +11,16 @@ import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
 from corsproxy import create_app
-from corsproxy.state import STATE
-from tests.conftest import ProxyFactory, ProxyTestServer, Upstream, config_from_yaml
+from corsproxy.server.frontdoor import FrontDoorServer
+from corsproxy.state import STATE, ProxyState
+from tests.conftest import FRONT_DOOR, ProxyTestServer, Upstream, config_from_yaml
 
 LOCAL = "http://localhost:5173"
 SETTLE_SECONDS = 3.0
@@ -145,12 +146,21 @@ class Resources:
 @dataclass
 class Harness:
     client: TestClient[Any, Any]
+    transport: str
+
+    @property
+    def state(self) -> ProxyState:
+        return cast(ProxyState, self.client.app[STATE])
 
     def resources(self) -> Resources:
-        connector = self.client.app[STATE].session.connector
+        connector = self.state.session.connector
         assert connector is not None
+        runner = self.client.server.runner
+        assert runner is not None
+        assert runner.server is not None
+        lean = cast(FrontDoorServer, runner.server).pool
         return Resources(
-            acquired=len(connector._acquired),
+            acquired=len(connector._acquired) + lean.in_use,
             tasks=len(asyncio.all_tasks()),
             fds=len(os.listdir("/proc/self/fd")),
         )
@@ -161,9 +171,8 @@ class Harness:
         return self.resources()
 
     async def assert_still_serving(self) -> None:
-        health = await self.client.get("/__corsproxy/health")
-        assert health.status == 200
-        await health.read()
+        # A request the front door serves: the proxy's own pages would hand this client
+        # connection to aiohttp, and every request after it would miss the front door.
         healthy = await self.client.get("/healthy/ping", headers={"Origin": LOCAL})
         assert healthy.status == 200
         assert healthy.headers["Access-Control-Allow-Origin"] == LOCAL
@@ -182,7 +191,7 @@ class Harness:
 
     def assert_recorded_as_client_disconnect(self, path: str) -> None:
         """The log line and the inspector must blame the client, not the upstream."""
-        recorded = [item for item in self.client.app[STATE].exchanges.recent() if item.path == path]
+        recorded = [item for item in self.state.exchanges.recent() if item.path == path]
         assert len(recorded) == 1
         assert recorded[0].error is not None
         assert "client disconnected" in recorded[0].error
@@ -190,6 +199,9 @@ class Harness:
     async def assert_recovered(self, baseline: Resources) -> None:
         await self.assert_still_serving()
         await self.assert_settled(baseline)
+
+    def served_by_front_door(self) -> int:
+        return self.state.front_door.served
 
 
 class HarnessFactory(Protocol):
@@ -199,10 +211,11 @@ class HarnessFactory(Protocol):
 @pytest.fixture
 def harness(
     upstream: Upstream,
-    make_proxy: ProxyFactory,
+    transport: str,
     aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
 ) -> HarnessFactory:
-    """The proxy with a faulty route on / and a healthy one on /healthy."""
+    """The proxy with a faulty route on / and a healthy one on /healthy, on the test's
+    transport (every fault runs through the front door and through aiohttp)."""
 
     async def start(faulty_url: str, *, handler_cancellation: bool = True) -> Harness:
         yaml_text = f"""
@@ -215,10 +228,12 @@ routes:
 rules:
   - origins: ["{LOCAL}"]
 """
-        if handler_cancellation:
-            return Harness(await make_proxy(yaml_text))
-        server = ProxyTestServer(create_app(config_from_yaml(yaml_text)), handler_cancellation=False)
-        return Harness(await aiohttp_client(server, auto_decompress=False))
+        server = ProxyTestServer(
+            create_app(config_from_yaml(yaml_text)),
+            handler_cancellation=handler_cancellation,
+            front_door=transport == FRONT_DOOR,
+        )
+        return Harness(await aiohttp_client(server, auto_decompress=False), transport)
 
     return start
 
@@ -232,213 +247,189 @@ CANCELLATION = pytest.mark.parametrize(
 )
 
 
-async def read_body(response: aiohttp.ClientResponse) -> bytes | None:
-    """The body, or None when the client detected that it was cut short."""
-    try:
-        return await response.read()
-    except aiohttp.ClientPayloadError:
-        return None
-
-
-# -- faults before the response headers --------------------------------------------------
-
-
-async def test_an_upstream_refusing_connections_is_a_502(harness: HarnessFactory) -> None:
-    proxy = await harness(f"http://127.0.0.1:{closed_port()}")
-    baseline = await proxy.baseline()
-    response = await proxy.client.get("/api", headers={"Origin": LOCAL})
-    assert response.status == 502
-    assert "cannot connect" in await response.text()
-    assert response.headers["Access-Control-Allow-Origin"] == LOCAL
-    await proxy.assert_recovered(baseline)
-
-
-async def test_an_upstream_resetting_mid_status_line_is_a_502(
-    harness: HarnessFactory, raw_upstream: RawUpstreamFactory
-) -> None:
-    async def half_a_status_line_then_reset(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        await read_request_head(reader)
-        writer.write(b"HTTP/1.1 20")
-        await writer.drain()
-        await asyncio.sleep(0.05)
-        reset(writer)
-
-    faulty = await raw_upstream(half_a_status_line_then_reset)
-    proxy = await harness(faulty.url)
-    baseline = await proxy.baseline()
-    response = await proxy.client.get("/api", headers={"Origin": LOCAL})
-    assert response.status == 502
-    assert "failed" in await response.text()
-    assert response.headers["Access-Control-Allow-Origin"] == LOCAL
-    await proxy.assert_recovered(baseline)
-
-
-async def test_an_upstream_resetting_mid_headers_is_a_502(
-    harness: HarnessFactory, raw_upstream: RawUpstreamFactory
-) -> None:
-    async def half_the_headers_then_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request_head(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/pl")
-        await writer.drain()
-        await asyncio.sleep(0.05)
-        reset(writer)
-
-    faulty = await raw_upstream(half_the_headers_then_reset)
-    proxy = await harness(faulty.url)
-    baseline = await proxy.baseline()
-    response = await proxy.client.get("/api", headers={"Origin": LOCAL})
-    assert response.status == 502
-    await response.read()
-    await proxy.assert_recovered(baseline)
-
-
-async def test_an_upstream_hanging_before_its_headers_is_a_504_and_is_hung_up_on(
-    harness: HarnessFactory, raw_upstream: RawUpstreamFactory
-) -> None:
-    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request_head(reader)
-        await read_until_closed(reader)
-
-    faulty = await raw_upstream(never_answer)
-    proxy = await harness(faulty.url)
-    baseline = await proxy.baseline()
-    response = await proxy.client.get("/api", headers={"Origin": LOCAL})
-    assert response.status == 504
-    assert "timed out" in await response.text()
-    assert response.headers["Access-Control-Allow-Origin"] == LOCAL
-    await faulty.wait_until(lambda: faulty.closed == 1, "saw its connection closed")
-    await proxy.assert_recovered(baseline)
-
-
-@pytest.mark.parametrize(
-    "garbage",
-    [
-        pytest.param(b"HELLO WORLD\r\n\r\n", id="a status line that is not HTTP"),
-        pytest.param(
-            b"HTTP/1.1 abc OK\r\nContent-Length: 0\r\n\r\n", id="a status code that is not a number"
-        ),
-        pytest.param(
-            b"HTTP/1.1 200 OK\r\nContent-Length: banana\r\n\r\nhi", id="a non-numeric Content-Length"
-        ),
-        pytest.param(b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n", id="a header line without a colon"),
-        pytest.param(b"\x00\xff\xfe binary noise\r\n\r\n", id="binary noise"),
-    ],
-)
-async def test_an_upstream_sending_an_invalid_response_is_a_502(
-    harness: HarnessFactory, raw_upstream: RawUpstreamFactory, garbage: bytes
-) -> None:
-    async def send_garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request_head(reader)
-        writer.write(garbage)
-        await writer.drain()
-        await read_until_closed(reader)
-
-    faulty = await raw_upstream(send_garbage)
-    proxy = await harness(faulty.url)
-    baseline = await proxy.baseline()
-    response = await proxy.client.get("/api", headers={"Origin": LOCAL})
-    assert response.status == 502
-    assert response.headers["Access-Control-Allow-Origin"] == LOCAL
-    await response.read()
-    await faulty.wait_until(lambda: faulty.closed == 1, "saw its connection closed")
-    await proxy.assert_recovered(baseline)
-
-
-# -- faults in the body ----------------------------------------------------------------
+# -- the fault matrix: what the upstream does, what the client gets ----------------------
 
 DECLARED = 1_000_000
 SENT = 64 * 1024
 
 
-async def test_an_upstream_resetting_mid_body_gives_a_visibly_truncated_body(
-    harness: HarnessFactory, raw_upstream: RawUpstreamFactory
-) -> None:
-    async def part_of_the_body_then_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def half_a_status_line_then_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request_head(reader)
+    writer.write(b"HTTP/1.1 20")
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    reset(writer)
+
+
+async def half_the_headers_then_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request_head(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/pl")
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    reset(writer)
+
+
+async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request_head(reader)
+    await read_until_closed(reader)
+
+
+def send_garbage(garbage: bytes) -> Behaviour:
+    async def behaviour(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request_head(reader)
-        writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {DECLARED}\r\n\r\n".encode())
-        writer.write(b"x" * SENT)
+        writer.write(garbage)
         await writer.drain()
-        # Let the proxy read and forward what was sent before the RST discards it.
-        await asyncio.sleep(0.2)
-        reset(writer)
+        await read_until_closed(reader)
 
-    faulty = await raw_upstream(part_of_the_body_then_reset)
-    proxy = await harness(faulty.url)
-    baseline = await proxy.baseline()
-    response = await proxy.client.get("/download", headers={"Origin": LOCAL})
-    assert response.status == 200
-    assert response.content_length == DECLARED
-    body = await read_body(response)
-    assert body is None or len(body) < DECLARED
-    await proxy.assert_recovered(baseline)
+    return behaviour
 
 
-async def test_an_upstream_resetting_mid_chunked_body_gives_a_visibly_truncated_body(
-    harness: HarnessFactory, raw_upstream: RawUpstreamFactory
-) -> None:
-    async def some_chunks_then_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request_head(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-        for _ in range(3):
-            writer.write(b"400\r\n" + b"y" * 0x400 + b"\r\n")
+async def part_of_the_body_then_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request_head(reader)
+    writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {DECLARED}\r\n\r\n".encode())
+    writer.write(b"x" * SENT)
+    await writer.drain()
+    # Let the proxy read and forward what was sent before the RST discards it.
+    await asyncio.sleep(0.2)
+    reset(writer)
+
+
+async def some_chunks_then_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request_head(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(3):
+        writer.write(b"400\r\n" + b"y" * 0x400 + b"\r\n")
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    reset(writer)
+
+
+async def some_chunks_then_fin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request_head(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+    await writer.drain()
+
+
+TRICKLED = b"0123456789"
+
+
+async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request_head(reader)
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(TRICKLED)}\r\nConnection: close\r\n\r\n".encode()
+    for start in range(0, len(head), 12):
+        writer.write(head[start : start + 12])
         await writer.drain()
-        await asyncio.sleep(0.2)
-        reset(writer)
-
-    faulty = await raw_upstream(some_chunks_then_reset)
-    proxy = await harness(faulty.url)
-    baseline = await proxy.baseline()
-    response = await proxy.client.get("/events", headers={"Origin": LOCAL})
-    assert response.status == 200
-    # Without its terminating zero-size chunk the body must not end cleanly.
-    with pytest.raises(aiohttp.ClientPayloadError):
-        await response.read()
-    await proxy.assert_recovered(baseline)
-
-
-async def test_an_upstream_closing_cleanly_mid_chunked_body_gives_a_visibly_truncated_body(
-    harness: HarnessFactory, raw_upstream: RawUpstreamFactory
-) -> None:
-    async def some_chunks_then_fin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request_head(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await asyncio.sleep(0.1)
+    for byte in TRICKLED:
+        writer.write(bytes([byte]))
         await writer.drain()
-
-    faulty = await raw_upstream(some_chunks_then_fin)
-    proxy = await harness(faulty.url)
-    baseline = await proxy.baseline()
-    response = await proxy.client.get("/events", headers={"Origin": LOCAL})
-    assert response.status == 200
-    with pytest.raises(aiohttp.ClientPayloadError):
-        await response.read()
-    await proxy.assert_recovered(baseline)
+        await asyncio.sleep(0.1)
 
 
-async def test_an_upstream_trickling_within_the_read_timeout_delivers_the_whole_body(
-    harness: HarnessFactory, raw_upstream: RawUpstreamFactory
+# How the client must find the body: the proxy's own answer naming the cause, the
+# upstream's body whole, or visibly cut short (never complete-looking).
+Says = str
+WHOLE = "whole"
+TRUNCATED = "truncated"
+
+
+@dataclass(frozen=True)
+class Fault:
+    behaviour: Behaviour | None  # None: nothing listens on the upstream's port
+    status: int
+    body: str  # Says(text it contains) | WHOLE | TRUNCATED
+    # The proxy must hang up on an upstream that sent no usable answer.
+    hung_up_on: bool = False
+
+
+FAULTS = [
+    pytest.param(Fault(None, 502, "cannot connect"), id="an upstream refusing connections is a 502"),
+    pytest.param(
+        Fault(half_a_status_line_then_reset, 502, "failed"),
+        id="an upstream resetting mid status line is a 502",
+    ),
+    pytest.param(
+        Fault(half_the_headers_then_reset, 502, "failed"), id="an upstream resetting mid headers is a 502"
+    ),
+    pytest.param(
+        Fault(never_answer, 504, "timed out", hung_up_on=True),
+        id="an upstream hanging before its headers is a 504 and is hung up on",
+    ),
+    pytest.param(
+        Fault(send_garbage(b"HELLO WORLD\r\n\r\n"), 502, "failed", hung_up_on=True),
+        id="a status line that is not HTTP is a 502",
+    ),
+    pytest.param(
+        Fault(send_garbage(b"HTTP/1.1 abc OK\r\nContent-Length: 0\r\n\r\n"), 502, "failed", hung_up_on=True),
+        id="a status code that is not a number is a 502",
+    ),
+    pytest.param(
+        Fault(
+            send_garbage(b"HTTP/1.1 200 OK\r\nContent-Length: banana\r\n\r\nhi"),
+            502,
+            "failed",
+            hung_up_on=True,
+        ),
+        id="a non-numeric Content-Length is a 502",
+    ),
+    pytest.param(
+        Fault(send_garbage(b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n"), 502, "failed", hung_up_on=True),
+        id="a header line without a colon is a 502",
+    ),
+    pytest.param(
+        Fault(send_garbage(b"\x00\xff\xfe binary noise\r\n\r\n"), 502, "failed", hung_up_on=True),
+        id="binary noise is a 502",
+    ),
+    pytest.param(
+        Fault(part_of_the_body_then_reset, 200, TRUNCATED),
+        id="an upstream resetting mid body gives a visibly truncated body",
+    ),
+    pytest.param(
+        Fault(some_chunks_then_reset, 200, TRUNCATED),
+        id="an upstream resetting mid chunked body gives a visibly truncated body",
+    ),
+    pytest.param(
+        Fault(some_chunks_then_fin, 200, TRUNCATED),
+        id="an upstream closing cleanly mid chunked body gives a visibly truncated body",
+    ),
+    pytest.param(
+        Fault(trickle, 200, WHOLE), id="an upstream trickling within the read timeout delivers the whole body"
+    ),
+]
+
+
+async def body_verdict(response: aiohttp.ClientResponse) -> str:
+    """What the client can tell of the body: whole (ending as declared) or truncated."""
+    try:
+        body = await response.read()
+    except aiohttp.ClientPayloadError:
+        return TRUNCATED
+    if response.content_length is not None and len(body) < response.content_length:
+        return TRUNCATED
+    return WHOLE if body == TRICKLED else body.decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+async def test_the_proxy_answers_what_it_can_and_gives_back_what_it_took(
+    harness: HarnessFactory, raw_upstream: RawUpstreamFactory, transport: str, fault: Fault
 ) -> None:
-    body = b"0123456789"
-
-    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request_head(reader)
-        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-        for start in range(0, len(head), 12):
-            writer.write(head[start : start + 12])
-            await writer.drain()
-            await asyncio.sleep(0.1)
-        for byte in body:
-            writer.write(bytes([byte]))
-            await writer.drain()
-            await asyncio.sleep(0.1)
-
-    faulty = await raw_upstream(trickle)
-    proxy = await harness(faulty.url)
+    faulty = None if fault.behaviour is None else await raw_upstream(fault.behaviour)
+    proxy = await harness(f"http://127.0.0.1:{closed_port()}" if faulty is None else faulty.url)
     baseline = await proxy.baseline()
-    response = await proxy.client.get("/slowly", headers={"Origin": LOCAL})
-    assert response.status == 200
-    assert await response.read() == body
+    served_before = proxy.served_by_front_door()
+    response = await proxy.client.get("/api", headers={"Origin": LOCAL})
+    assert response.status == fault.status
+    # CORS headers on every status, the proxy's own 502/504 included: the page can read it.
+    assert response.headers["Access-Control-Allow-Origin"] == LOCAL
+    verdict = await body_verdict(response)
+    if fault.body in (WHOLE, TRUNCATED):
+        assert verdict == fault.body
+    else:
+        assert fault.body in verdict
+    # The faulty request went through the transport under test.
+    assert proxy.served_by_front_door() - served_before == (1 if transport == FRONT_DOOR else 0)
+    if faulty is not None and fault.hung_up_on:
+        await faulty.wait_until(lambda: faulty.closed == 1, "saw its connection closed")
     await proxy.assert_recovered(baseline)
 
 

@@ -10,7 +10,15 @@ import pytest
 from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
 
-from tests.conftest import ProxyFactory, Upstream
+from tests.conftest import FRONT_DOOR, ProxyFactory, Upstream
+
+
+@pytest.fixture
+def transport() -> str:
+    """The inspector is the proxy's own page, always served by aiohttp: one run, as
+    `corsproxy serve` serves it."""
+    return FRONT_DOOR
+
 
 FRONTEND = "http://localhost:5173"
 TOKEN = "tok-secret-123"

@@ -23,7 +23,14 @@ from corsproxy import create_app
 from corsproxy.flow import RequestHead, is_websocket_upgrade
 from corsproxy.server.runner import ProxyRunner
 from corsproxy.upstream.websocket import MAX_MESSAGE_SIZE
-from tests.conftest import ProxyFactory, config_from_yaml
+from tests.conftest import FRONT_DOOR, ProxyFactory, config_from_yaml
+
+
+@pytest.fixture
+def transport() -> str:
+    """WebSocket upgrades are always handed to aiohttp: one run, as `corsproxy serve` serves them."""
+    return FRONT_DOOR
+
 
 LOCAL = "http://localhost:5173"
 SETTLE = 2.0

@@ -12,6 +12,7 @@ from aiohttp import web
 from corsproxy.config.model import Config, RouteConfig, RuleConfig, ServerConfig
 from corsproxy.patterns.origins import LOCAL_DEV_ORIGINS
 from corsproxy.server.app import create_app
+from corsproxy.server.runner import ProxyRunner
 
 _request_ids: Iterator[int] = itertools.count(1)
 
@@ -102,7 +103,8 @@ async def run_demo(host: str, port: int, ready: asyncio.Event | None = None) -> 
     upstream_port = _bound_port(upstream_runner)
     upstream = f"http://127.0.0.1:{upstream_port}"
 
-    proxy_runner = web.AppRunner(create_app(demo_config(upstream, host, port)), access_log=None)
+    # The runner `corsproxy serve` uses: connections start at the front door.
+    proxy_runner = ProxyRunner(create_app(demo_config(upstream, host, port)), access_log=None)
     await proxy_runner.setup()
     await web.TCPSite(proxy_runner, host, port).start()
     shown_host = f"[{host}]" if ":" in host else host

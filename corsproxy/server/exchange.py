@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from multidict import CIMultiDict
 
@@ -20,17 +20,28 @@ from corsproxy.answers import decorate, failure_answer, refusal_answer
 from corsproxy.errors import ProxyStopping, UpstreamBrokeOff, UpstreamError
 from corsproxy.flow import Forward, Preflight, Refuse, RequestHead
 from corsproxy.server.wire import LAST_CHUNK, answer_bytes, chunk, http_date, preflight_bytes, serialize_head
-from corsproxy.state import Outcome, take_upstream_slot
-from corsproxy.upstream.lean_client import LeanAnswer
-
-if TYPE_CHECKING:
-    from corsproxy.server.frontdoor import FrontDoor
+from corsproxy.state import Outcome, ProxyState, take_upstream_slot
+from corsproxy.upstream.lean_client import LeanAnswer, LeanClient
 
 log = logging.getLogger("corsproxy")
 
 # aiohttp's client sends Content-Length: 0 for any other method when there is no body;
 # so does the front door, so the upstream sees the same request either way.
 BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+class Connection(Protocol):
+    """What an exchange needs of its client connection (frontdoor.py's FrontDoor)."""
+
+    state: ProxyState
+    lean: LeanClient
+    transport: asyncio.Transport | None
+    lost: bool
+    closing: bool
+    write_paused: bool
+
+    def write(self, data: bytes) -> None: ...
+    def write_chunk(self, data: bytes) -> None: ...
 
 
 @dataclass(slots=True)
@@ -42,7 +53,7 @@ class FrontAnswer:
 
 
 class FrontExchange:
-    def __init__(self, door: FrontDoor, head: RequestHead, keep_alive: bool, started: float) -> None:
+    def __init__(self, door: Connection, head: RequestHead, keep_alive: bool, started: float) -> None:
         self.door = door
         self.state = door.state
         self.head = head
@@ -93,7 +104,7 @@ class FrontExchange:
         try:
             await take_upstream_slot(state, forwarding.route)
             try:
-                answer = await self.door.server.lean.send(
+                answer = await self.door.lean.send(
                     forwarding.route, head.method, forwarding.target, sent, None
                 )
                 close = await self.relay(forwarding, answer) or close

@@ -64,6 +64,7 @@ class FrontDoor(asyncio.Protocol):
     def __init__(self, server: FrontDoorServer) -> None:
         self.server = server
         self.state = server.state
+        self.lean = server.lean
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -362,14 +363,20 @@ class FrontDoorServer:
     """aiohttp's low-level Server with every connection starting at a FrontDoor. Stands
     in for that Server in the runner, so aiohttp's own shutdown reaches both kinds."""
 
-    def __init__(self, inner: Server, state: ProxyState) -> None:
+    def __init__(self, inner: Server, state: ProxyState, *, serving: bool = True) -> None:
         self.inner = inner
         self.state = state
+        # False: every connection goes straight to aiohttp (tests run each forwarding
+        # behaviour on both transports this way; the counts show which one served).
+        self.serving = serving
         self.pool = ConnectionPool()
         self.lean = LeanClient(self.pool)
         self.doors: set[FrontDoor] = set()
 
-    def __call__(self) -> FrontDoor:
+    def __call__(self) -> asyncio.Protocol:
+        if not self.serving:
+            self.state.front_door.handed_off += 1
+            return self.inner()
         return FrontDoor(self)
 
     def __getattr__(self, name: str) -> Any:

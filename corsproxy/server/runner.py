@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from typing import cast
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_runner import GracefulExit
@@ -17,11 +17,23 @@ from corsproxy.state import STATE
 
 
 class ProxyRunner(web.AppRunner):
-    """aiohttp's AppRunner for the proxy app, serving through the front door."""
+    """aiohttp's AppRunner for the proxy app, serving through the front door (or, with
+    ``front_door=False``, through aiohttp alone).
+
+    It overrides AppRunner's ``_make_server``, the one place that builds the low-level
+    Server from the app after the app's startup signals are frozen: aiohttp has no public
+    seam for wrapping the protocol factory of an application's server (ServerRunner takes
+    a Server, but building one for an Application goes through private ``_make_handler``
+    too), and the FrontDoorServer must stand in for the Server so that aiohttp's own
+    graceful shutdown reaches both kinds of connection."""
+
+    def __init__(self, app: web.Application, *, front_door: bool = True, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.front_door = front_door
 
     async def _make_server(self) -> Server:
         inner = await super()._make_server()
-        return cast(Server, FrontDoorServer(inner, self.app[STATE]))
+        return cast(Server, FrontDoorServer(inner, self.app[STATE], serving=self.front_door))
 
 
 async def _serve(

@@ -319,6 +319,11 @@ class ConnectionPool:
                 connection.abort()
                 raise
 
+    @property
+    def in_use(self) -> int:
+        """Open connections carrying an exchange (not idle in the pool)."""
+        return len(self._open) - sum(len(stack) for stack in self._idle.values())
+
     def release(self, connection: UpstreamConnection) -> None:
         if not connection.reusable:
             connection.abort()
