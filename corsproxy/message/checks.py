@@ -9,6 +9,7 @@ reads and returns None or the refusal's reason.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from urllib.parse import unquote
@@ -36,6 +37,7 @@ UNDECODABLE_BYTE = re.compile("[\udc80-\udcff]")
 SUPPORTED_TRANSFER_CODINGS = ("chunked",)
 
 
+@functools.lru_cache(maxsize=4096)
 def dot_segment_refusal(raw_path: str) -> str | None:
     """Why a percent-encoded request path must not be forwarded, or None: it has a "." or
     ".." segment, plain or percent-encoded, that an upstream would resolve."""

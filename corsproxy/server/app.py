@@ -198,11 +198,18 @@ async def forward(
         finally:
             state.upstream_slots.release()
     except UpstreamError as error:
-        response = as_response(failure_answer(error, forwarding.decision))
-        log.warning("%s %s: %s", head.method, head.path, error.message)
-        outcome = Outcome(head, response, started, forwarding.decision, error=error.message)
-        state.finish(outcome.forwarded(forwarding.target, forwarding.headers, None))
-        return response
+        return answer_failure(state, head, forwarding, error, started)
+
+
+def answer_failure(
+    state: ProxyState, head: RequestHead, forwarding: Forward, error: UpstreamError, started: float
+) -> web.Response:
+    """The proxy's own answer when the upstream gave none (answers.py), logged and recorded."""
+    response = as_response(failure_answer(error, forwarding.decision))
+    log.warning("%s %s: %s", head.method, head.path, error.message)
+    outcome = Outcome(head, response, started, forwarding.decision, error=error.message)
+    state.finish(outcome.forwarded(forwarding.target, forwarding.headers, None))
+    return response
 
 
 async def relay(
@@ -252,11 +259,7 @@ async def open_websocket(
             request, state.session, forwarding.target, forwarding.headers, forwarding.route
         )
     except UpstreamError as error:
-        failed = as_response(failure_answer(error, forwarding.decision))
-        log.warning("%s %s: %s", head.method, head.path, error.message)
-        outcome = Outcome(head, failed, started, forwarding.decision, error=error.message)
-        state.finish(outcome.forwarded(forwarding.target, forwarding.headers, None))
-        return failed
+        return answer_failure(state, head, forwarding, error, started)
     outcome = Outcome(head, response, started, forwarding.decision)
     state.finish(outcome.forwarded(forwarding.target, forwarding.headers, None))
     return response

@@ -52,7 +52,38 @@ class FrontAnswer:
     headers: Mapping[str, str]
 
 
+def answer_preflight(
+    door: Connection, head: RequestHead, keep_alive: bool, started: float, preflight: Preflight
+) -> bool:
+    """Write the cached answer to a preflight; True when the connection must close after it."""
+    status, headers, answer_head, body = preflight_bytes(preflight.decision)
+    close = preflight.close or not keep_alive or door.closing
+    ending = b"Connection: close\r\n\r\n" if close else b"\r\n"
+    door.write(b"%sDate: %s\r\n%s%s" % (answer_head, http_date().encode(), ending, body))
+    outcome = Outcome(head, FrontAnswer(status, headers), started, preflight.decision, preflight=True)
+    door.state.finish(outcome)
+    return close
+
+
+def answer_refusal(
+    door: Connection, head: RequestHead, keep_alive: bool, started: float, refuse: Refuse
+) -> bool:
+    """Write a refusal (answers.py); True when the connection must close after it."""
+    answer = refusal_answer(refuse)
+    close = refuse.close or not keep_alive or door.closing
+    door.write(answer_bytes(answer, close))
+    if refuse.recorded:
+        outcome = Outcome(head, FrontAnswer(answer.status, answer.headers), started, refuse.decision)
+        outcome.error = refuse.reason
+        door.state.finish(outcome)
+    return close
+
+
 class FrontExchange:
+    """One request the front door forwards, from the plan to exactly one record."""
+
+    __slots__ = ("answer", "answered", "door", "head", "keep_alive", "started", "state")
+
     def __init__(self, door: Connection, head: RequestHead, keep_alive: bool, started: float) -> None:
         self.door = door
         self.state = door.state
@@ -64,32 +95,6 @@ class FrontExchange:
 
     def must_close(self, plan_close: bool = False) -> bool:
         return plan_close or not self.keep_alive or self.door.closing
-
-    # answered at once
-
-    def answer_preflight(self, preflight: Preflight) -> bool:
-        """Write the cached answer; True when the connection must close after it."""
-        status, headers, head, body = preflight_bytes(preflight.decision)
-        close = self.must_close(preflight.close)
-        ending = b"Connection: close\r\n\r\n" if close else b"\r\n"
-        self.door.write(b"%sDate: %s\r\n%s%s" % (head, http_date().encode(), ending, body))
-        outcome = Outcome(
-            self.head, FrontAnswer(status, headers), self.started, preflight.decision, preflight=True
-        )
-        self.state.finish(outcome)
-        return close
-
-    def answer_refusal(self, refuse: Refuse) -> bool:
-        answer = refusal_answer(refuse)
-        close = self.must_close(refuse.close)
-        self.door.write(answer_bytes(answer, close))
-        if refuse.recorded:
-            outcome = Outcome(
-                self.head, FrontAnswer(answer.status, answer.headers), self.started, refuse.decision
-            )
-            outcome.error = refuse.reason
-            self.state.finish(outcome)
-        return close
 
     # forwarded
 

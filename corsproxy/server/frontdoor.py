@@ -29,7 +29,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from corsproxy.flow import OWN_PREFIX, Forward, Preflight, Refuse, RequestHead, plan
-from corsproxy.server.exchange import FrontExchange
+from corsproxy.server.exchange import FrontExchange, answer_preflight, answer_refusal
 from corsproxy.server.wire import chunk
 from corsproxy.state import ProxyState
 from corsproxy.upstream.lean_client import LeanAnswer, LeanClient
@@ -40,10 +40,10 @@ log = logging.getLogger("corsproxy")
 
 # aiohttp's server default, so a connection ages the same on either side of a handoff.
 KEEPALIVE_TIMEOUT = 3630.0
+# The proxy's own pages, by either spelling of their path: aiohttp's.
+OWN_PAGES = OWN_PREFIX[:-1]
 # Bytes of further (pipelined) requests buffered while one is being served.
 PIPELINE_LIMIT = 256 * 1024
-# Heads with these are aiohttp's to serve (a body follows, or the connection changes).
-NOT_MINE_HEADERS = ("Upgrade", "Expect", "Transfer-Encoding")
 
 
 @functools.lru_cache(maxsize=2048)
@@ -211,50 +211,54 @@ class FrontDoor(asyncio.Protocol):
             # (RFC 9110 section 5.3), so it decides.
             return None
         host = headers.get("Host")
-        if not host or any(name in headers for name in NOT_MINE_HEADERS):
+        # A body follows, or the connection changes: aiohttp's to serve.
+        if not host or "Upgrade" in headers or "Expect" in headers or "Transfer-Encoding" in headers:
             return None
         path, raw_path, query = parts
         request = RequestHead(
-            method=parser.get_method().decode("ascii"),
-            path=path,
-            raw_path=raw_path,
-            query_string=query,
-            headers=headers,
-            authority=host,
-            scheme=self.scheme,
-            remote=self.remote,
-            content_length=0 if "Content-Length" in headers else None,
-            has_body=False,
+            parser.get_method().decode("ascii"),
+            path,
+            raw_path,
+            query,
+            headers,
+            host,
+            self.scheme,
+            self.remote,
+            None,  # a Content-Length here is 0: the head is the whole message
+            False,
+            head.isascii(),
         )
         return request, self._keep_alive
 
-    @staticmethod
-    def _mine(request: RequestHead) -> bool:
-        """The rest of "is this one mine?": not HEAD (llhttp cannot be told that an answer
-        belongs to a HEAD), not CONNECT, not the proxy's own pages."""
-        own = OWN_PREFIX[:-1]
-        return request.method not in ("HEAD", "CONNECT") and not (
-            request.raw_path.startswith(own) or request.path.startswith(own)
-        )
-
     def _serve(self, request: RequestHead, keep_alive: bool, head_length: int, started: float) -> bool:
-        """Carry out the flow's plan for the request; False hands it to aiohttp."""
-        if not self._mine(request):
+        """Carry out the flow's plan for the request; False hands it to aiohttp. Not the
+        front door's: HEAD (llhttp cannot be told that an answer belongs to a HEAD),
+        CONNECT, the proxy's own pages, forwards to a WebSocket or to a route whose upstream
+        URL carries credentials."""
+        method = request.method
+        if method == "HEAD" or method == "CONNECT" or request.raw_path.startswith(OWN_PAGES):
+            return False
+        if request.path.startswith(OWN_PAGES):
             return False
         decided = plan(request, self.state.runtime)
-        if isinstance(decided, Forward) and (decided.websocket or not decided.route.lean):
+        if isinstance(decided, Preflight):
+            self._take(head_length)
+            # The loop in _serve_buffered goes on to any request already buffered.
+            close = answer_preflight(self, request, keep_alive, started, decided)
+            self._request_done(close, serve_next=False)
+            return True
+        if isinstance(decided, Refuse):
+            self._take(head_length)
+            close = answer_refusal(self, request, keep_alive, started, decided)
+            self._request_done(close, serve_next=False)
+            return True
+        if decided.websocket or not decided.route.lean:
             return False
         self._take(head_length)
+        self.busy = True
         exchange = FrontExchange(self, request, keep_alive, started)
-        if isinstance(decided, Preflight):
-            # The loop in _serve_buffered goes on to any request already buffered.
-            self._request_done(exchange.answer_preflight(decided), serve_next=False)
-        elif isinstance(decided, Refuse):
-            self._request_done(exchange.answer_refusal(decided), serve_next=False)
-        else:
-            self.busy = True
-            self.exchange = exchange
-            self.task = self.loop.create_task(self._forward(exchange, decided))
+        self.exchange = exchange
+        self.task = self.loop.create_task(self._forward(exchange, decided))
         return True
 
     def _take(self, head_length: int) -> None:
