@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from corsproxy.config.checker import parse_config
+from corsproxy.config.checker import (
+    COOKIE_FIELDS,
+    ROUTE_FIELDS,
+    RULE_FIELDS,
+    SERVER_FIELDS,
+    UPSTREAM_TLS_FIELDS,
+    parse_config,
+)
 from corsproxy.config.loader import load_config
-from corsproxy.config.model import ConfigError
+from corsproxy.config.model import (
+    ConfigError,
+    CookieConfig,
+    RouteConfig,
+    RuleConfig,
+    ServerConfig,
+    UpstreamTLS,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -196,3 +212,21 @@ def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
 def test_error_messages_never_show_an_expanded_secret() -> None:
     errors = errors_of("upstream: ${API_URL}\n", API_URL="not-a-url-s3cret")
     assert errors == ["upstream: must be an http:// or https:// URL, got '${API_URL}' (line 1)"]
+
+
+@pytest.mark.parametrize(
+    ("table", "dataclass", "not_from_yaml"),
+    [
+        pytest.param(SERVER_FIELDS, ServerConfig, (), id="server"),
+        pytest.param(ROUTE_FIELDS, RouteConfig, ("line",), id="routes[]"),
+        pytest.param(RULE_FIELDS, RuleConfig, ("line",), id="rules[]"),
+        pytest.param(COOKIE_FIELDS, CookieConfig, (), id="routes[].cookies"),
+        pytest.param(UPSTREAM_TLS_FIELDS, UpstreamTLS, (), id="routes[].tls"),
+    ],
+)
+def test_each_field_table_has_one_reader_per_field_of_its_dataclass(
+    table: Mapping[str, object], dataclass: type, not_from_yaml: tuple[str, ...]
+) -> None:
+    """The YAML keys are the dataclasses' field names: a field without a reader could not be
+    set, and a reader without a field would fail when the dataclass is built."""
+    assert set(table) == {field.name for field in fields(dataclass)} - set(not_from_yaml)

@@ -18,12 +18,10 @@ import yaml
 from dotenv import dotenv_values
 
 from corsproxy.config.model import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_METHODS,
-    DEFAULT_READ_TIMEOUT,
     Config,
     ConfigError,
     CookieConfig,
+    Problem,
     RouteConfig,
     RuleConfig,
     ServerConfig,
@@ -38,40 +36,12 @@ from corsproxy.tls import client_ssl_context
 T = TypeVar("T")
 
 TOP_KEYS = ("server", "upstream", "routes", "rules", "env_file")
-SERVER_KEYS = ("host", "port", "allowed_hosts", "tls", "max_header_size", "max_upstream_connections")
-ROUTE_KEYS = (
-    "path",
-    "upstream",
-    "strip_prefix",
-    "request_headers",
-    "remove_request_headers",
-    "rewrite_origin",
-    "path_rewrites",
-    "cookies",
-    "rewrite_redirects",
-    "tls",
-    "connect_timeout",
-    "read_timeout",
-    "max_body_size",
-    "refuse_disallowed_origins",
-)
 COOKIE_CHOICES = {
     "domain": ("rewrite", "keep"),
     "secure": ("auto", "keep"),
     "samesite": ("auto", "keep", "Lax", "Strict", "None"),
     "path": ("rewrite", "keep"),
 }
-UPSTREAM_TLS_KEYS = ("verify", "ca_file", "client_cert", "client_key")
-RULE_KEYS = (
-    "path",
-    "origins",
-    "allow_methods",
-    "allow_headers",
-    "expose_headers",
-    "allow_credentials",
-    "max_age",
-    "allow_private_network",
-)
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -112,8 +82,7 @@ class _Checker:
         self.env = env
         self.base_dir = base_dir
         self.env_file: str | None = None
-        self.errors: list[str] = []
-        self._lines: list[int] = []
+        self.problems: list[Problem] = []
         self.secrets: set[str] = set()
         self._constructor = yaml.constructor.SafeConstructor()
 
@@ -122,9 +91,22 @@ class _Checker:
     def fail(self, path: str, node: yaml.Node, message: str) -> None:
         line = node.start_mark.line + 1
         # Kept in file order, so the list reads top to bottom like the file.
-        at = sum(1 for seen in self._lines if seen <= line)
-        self._lines.insert(at, line)
-        self.errors.insert(at, f"{path}: {message} (line {line})")
+        at = sum(1 for seen in self.problems if seen.line is not None and seen.line <= line)
+        self.problems.insert(at, Problem(message, path, line))
+
+    def section(
+        self, where: str, node: yaml.Node, fields: Mapping[str, Reader]
+    ) -> tuple[dict[str, Any], dict[str, yaml.Node]]:
+        """A mapping read through its field table: every key checked by its reader, unknown
+        keys refused. Returns the values that passed (the dataclass's defaults stand for the
+        rest) and the nodes by key."""
+        keys = self.mapping(where, node, tuple(fields))
+        values: dict[str, Any] = {}
+        for key, value_node in keys.items():
+            value = fields[key](self, f"{where}.{key}" if where else key, value_node)
+            if value is not None:
+                values[key] = value
+        return values, keys
 
     def value(self, node: yaml.Node) -> Any:
         return self._constructor.construct_object(node, deep=True)
@@ -185,14 +167,14 @@ class _Checker:
                 items.append(text)
         return tuple(items)
 
-    def number(self, path: str, node: yaml.Node, default: float) -> float:
+    def seconds(self, path: str, node: yaml.Node) -> float | None:
         if not isinstance(node, yaml.ScalarNode):
             self.fail(path, node, "must be a number of seconds")
-            return default
+            return None
         value = self.value(node)
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
             self.fail(path, node, f"must be a positive number of seconds, got {node.value!r}")
-            return default
+            return None
         return float(value)
 
     def expand(self, path: str, node: yaml.Node, text: str) -> str:
@@ -223,8 +205,8 @@ class _Checker:
         if root is None:
             raise ConfigError(["the file is empty: give at least `upstream:` or `routes:`"], self.source)
         top = self.mapping("", root, TOP_KEYS)
-        if not top and self.errors:
-            raise ConfigError(self.errors, self.source)
+        if not top and self.problems:
+            raise ConfigError(self.problems, self.source)
         self.load_env_file(top.get("env_file"))
         server = self.server(top["server"]) if "server" in top else ServerConfig()
         routes: tuple[RouteConfig, ...] = ()
@@ -239,8 +221,8 @@ class _Checker:
         else:
             self.fail("upstream", root, "missing: give `upstream: URL` or a list of `routes`")
         rules = self.rules(top["rules"]) if "rules" in top else (default_rule(),)
-        if self.errors:
-            raise ConfigError(self.errors, self.source)
+        if self.problems:
+            raise ConfigError(self.problems, self.source)
         return Config(routes, rules, server, self.source, frozenset(self.secrets), self.env_file)
 
     def load_env_file(self, node: yaml.Node | None) -> None:
@@ -289,46 +271,37 @@ class _Checker:
             return None
         return str(resolved)
 
-    def server(self, node: yaml.Node) -> ServerConfig:
-        keys = self.mapping("server", node, SERVER_KEYS)
-        defaults = ServerConfig()
-        host = defaults.host
-        port = defaults.port
-        if "host" in keys:
-            host = self.string("server.host", keys["host"]) or host
-        if "port" in keys:
-            value = self.scalar("server.port", keys["port"], int, "a port number")
-            if value is not None and not 0 <= value <= 65535:
-                self.fail("server.port", keys["port"], f"must be between 0 and 65535, got {value}")
-            elif value is not None:
-                port = value
-        allowed_hosts: tuple[str, ...] = ()
-        if "allowed_hosts" in keys:
-            allowed_hosts = self.strings("server.allowed_hosts", keys["allowed_hosts"], _host_problem)
-        tls = self.server_tls(keys["tls"]) if "tls" in keys else None
-        header_size = defaults.max_header_size
-        if "max_header_size" in keys:
-            header_size = self.positive_int("server.max_header_size", keys["max_header_size"]) or header_size
-        connections = defaults.max_upstream_connections
-        if "max_upstream_connections" in keys:
-            connections = (
-                self.positive_int("server.max_upstream_connections", keys["max_upstream_connections"])
-                or connections
-            )
-        return ServerConfig(host, port, allowed_hosts, tls, header_size, connections)
+    def port(self, path: str, node: yaml.Node) -> int | None:
+        value = self.scalar(path, node, int, "a port number")
+        if value is not None and not 0 <= value <= 65535:
+            self.fail(path, node, f"must be between 0 and 65535, got {value}")
+            return None
+        return value
 
-    def server_tls(self, node: yaml.Node) -> ServerTLS | None:
+    def non_negative_int(self, path: str, node: yaml.Node) -> int | None:
+        value = self.value(node) if isinstance(node, yaml.ScalarNode) else None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            shown = node.value if isinstance(node, yaml.ScalarNode) else "a list or mapping"
+            self.fail(path, node, f"must be a non-negative integer, got {shown}")
+            return None
+        return value
+
+    def server(self, node: yaml.Node) -> ServerConfig:
+        values, _ = self.section("server", node, SERVER_FIELDS)
+        return ServerConfig(**values)
+
+    def server_tls(self, path: str, node: yaml.Node) -> ServerTLS | None:
         if isinstance(node, yaml.ScalarNode) and node.value == "auto":
             return ServerTLS(auto=True)
         if not isinstance(node, yaml.MappingNode):
-            self.fail("server.tls", node, "must be `auto` or a mapping with cert and key")
+            self.fail(path, node, "must be `auto` or a mapping with cert and key")
             return None
-        keys = self.mapping("server.tls", node, ("cert", "key"))
+        keys = self.mapping(path, node, ("cert", "key"))
         if "cert" not in keys or "key" not in keys:
-            self.fail("server.tls", node, "needs both cert and key (or write `tls: auto`)")
+            self.fail(path, node, "needs both cert and key (or write `tls: auto`)")
             return None
-        cert = self.existing_file("server.tls.cert", keys["cert"])
-        key = self.existing_file("server.tls.key", keys["key"])
+        cert = self.existing_file(f"{path}.cert", keys["cert"])
+        key = self.existing_file(f"{path}.key", keys["key"])
         return ServerTLS(cert, key) if cert and key else None
 
     def upstream_url(self, path: str, node: yaml.Node) -> str | None:
@@ -350,12 +323,10 @@ class _Checker:
             self.fail("routes", node, "must list at least one route")
         for index, item in enumerate(items):
             where = f"routes[{index}]"
-            keys = self.mapping(where, item, ROUTE_KEYS)
+            values, keys = self.section(where, item, ROUTE_FIELDS)
             if not isinstance(item, yaml.MappingNode):
                 continue
-            prefix = "/"
-            if "path" in keys:
-                prefix = self.route_prefix(f"{where}.path", keys["path"]) or prefix
+            prefix = values.setdefault("path", "/")
             if prefix in seen:
                 self.fail(
                     f"{where}.path",
@@ -365,63 +336,13 @@ class _Checker:
             seen[prefix] = index
             if "upstream" not in keys:
                 self.fail(f"{where}.upstream", item, "missing: the base URL to forward to")
-                continue
-            url = self.upstream_url(f"{where}.upstream", keys["upstream"])
-            strip = True
-            if "strip_prefix" in keys:
-                strip_value = self.boolean(f"{where}.strip_prefix", keys["strip_prefix"])
-                strip = True if strip_value is None else strip_value
-            headers: tuple[tuple[str, str], ...] = ()
-            if "request_headers" in keys:
-                headers = self.request_headers(f"{where}.request_headers", keys["request_headers"])
-            connect = DEFAULT_CONNECT_TIMEOUT
-            if "connect_timeout" in keys:
-                connect = self.number(f"{where}.connect_timeout", keys["connect_timeout"], connect)
-            read = DEFAULT_READ_TIMEOUT
-            if "read_timeout" in keys:
-                read = self.number(f"{where}.read_timeout", keys["read_timeout"], read)
-            extras = self.route_extras(where, keys)
-            if url is not None:
-                routes.append(
-                    RouteConfig(
-                        prefix, url, strip, headers, connect, read, line=item.start_mark.line + 1, **extras
-                    )
-                )
+            elif "upstream" in values:
+                routes.append(RouteConfig(**values, line=item.start_mark.line + 1))
         return tuple(routes)
 
-    def route_extras(self, where: str, keys: dict[str, yaml.Node]) -> dict[str, Any]:
-        """The optional per-route keys, checked; only those given appear in the result."""
-        extras: dict[str, Any] = {}
-        if "remove_request_headers" in keys:
-            extras["remove_request_headers"] = self.strings(
-                f"{where}.remove_request_headers", keys["remove_request_headers"], _header_problem
-            )
-        if "rewrite_origin" in keys:
-            rewrite = self.rewrite_origin(f"{where}.rewrite_origin", keys["rewrite_origin"])
-            if rewrite is not None:
-                extras["rewrite_origin"] = rewrite
-        if "path_rewrites" in keys:
-            extras["path_rewrites"] = self.path_rewrites(f"{where}.path_rewrites", keys["path_rewrites"])
-        if "cookies" in keys:
-            cookie_keys = self.mapping(f"{where}.cookies", keys["cookies"], tuple(COOKIE_CHOICES))
-            chosen = {
-                name: self.choice(f"{where}.cookies.{name}", node, COOKIE_CHOICES[name])
-                for name, node in cookie_keys.items()
-            }
-            extras["cookies"] = CookieConfig(**{k: v for k, v in chosen.items() if v is not None})
-        if "rewrite_redirects" in keys:
-            value = self.boolean(f"{where}.rewrite_redirects", keys["rewrite_redirects"])
-            if value is not None:
-                extras["rewrite_redirects"] = value
-        if "tls" in keys:
-            extras["tls"] = self.upstream_tls(f"{where}.tls", keys["tls"])
-        if "max_body_size" in keys:
-            extras["max_body_size"] = self.positive_int(f"{where}.max_body_size", keys["max_body_size"])
-        if "refuse_disallowed_origins" in keys:
-            extras["refuse_disallowed_origins"] = self.boolean(
-                f"{where}.refuse_disallowed_origins", keys["refuse_disallowed_origins"]
-            )
-        return extras
+    def cookies(self, path: str, node: yaml.Node) -> CookieConfig:
+        values, _ = self.section(path, node, COOKIE_FIELDS)
+        return CookieConfig(**values)
 
     def rewrite_origin(self, path: str, node: yaml.Node) -> str | None:
         text = self.string(path, node)
@@ -459,18 +380,9 @@ class _Checker:
         return tuple(rewrites)
 
     def upstream_tls(self, path: str, node: yaml.Node) -> UpstreamTLS:
-        keys = self.mapping(path, node, UPSTREAM_TLS_KEYS)
-        verify = True
-        if "verify" in keys:
-            value = self.boolean(f"{path}.verify", keys["verify"])
-            verify = True if value is None else value
-        files = {
-            name: self.existing_file(f"{path}.{name}", keys[name])
-            for name in ("ca_file", "client_cert", "client_key")
-            if name in keys
-        }
-        tls = UpstreamTLS(verify, files.get("ca_file"), files.get("client_cert"), files.get("client_key"))
-        if len(files) == sum(1 for value in files.values() if value):
+        values, keys = self.section(path, node, UPSTREAM_TLS_FIELDS)
+        tls = UpstreamTLS(**values)
+        if all(name in values for name in keys if name != "verify"):
             try:
                 # Built once here so a bad certificate is a config error with a line,
                 # not a failure on the first request.
@@ -529,76 +441,103 @@ class _Checker:
         return tuple(rules)
 
     def rule(self, where: str, node: yaml.Node) -> RuleConfig | None:
-        keys = self.mapping(where, node, RULE_KEYS)
+        problems_before = len(self.problems)
+        values, keys = self.section(where, node, RULE_FIELDS)
         if not isinstance(node, yaml.MappingNode):
             return None
-        errors_before = len(self.errors)
-        path = "/**"
-        if "path" in keys:
-            path = self.string(f"{where}.path", keys["path"]) or path
-            try:
-                compile_glob(path)
-            except GlobError as error:
-                self.fail(f"{where}.path", keys["path"], str(error))
         if "origins" not in keys:
             self.fail(
                 f"{where}.origins",
                 node,
                 "missing: list the origins this rule allows, e.g. ['http://localhost:5173']",
             )
-            origins: tuple[str, ...] = ()
-        else:
-            origins = self.strings(f"{where}.origins", keys["origins"], origin_problem)
-            if isinstance(keys["origins"], yaml.SequenceNode) and not keys["origins"].value:
-                self.fail(f"{where}.origins", keys["origins"], "must list at least one origin")
-        methods: tuple[str, ...] = DEFAULT_METHODS
-        if "allow_methods" in keys:
-            methods = self.strings(f"{where}.allow_methods", keys["allow_methods"], _method_problem)
-        allow_headers: tuple[str, ...] = ()
-        if "allow_headers" in keys:
-            allow_headers = self.strings(f"{where}.allow_headers", keys["allow_headers"], _header_problem)
-        expose: tuple[str, ...] = ()
-        if "expose_headers" in keys:
-            expose = self.strings(f"{where}.expose_headers", keys["expose_headers"], _header_problem)
-        credentials = False
-        if "allow_credentials" in keys:
-            credentials = bool(self.boolean(f"{where}.allow_credentials", keys["allow_credentials"]))
-            if credentials and "*" in origins:
-                # Fetch standard, CORS check: a credentialed response with ACAO "*" is
-                # rejected by every browser, so this rule could never work.
-                self.fail(
-                    f"{where}.allow_credentials",
-                    keys["allow_credentials"],
-                    "cannot be true with origins ['*']: browsers reject '*' with credentials; "
-                    "list the exact origins instead, e.g. ['http://localhost:5173']",
-                )
-        max_age = None
-        if "max_age" in keys:
-            value = keys["max_age"]
-            max_age_value = self.value(value) if isinstance(value, yaml.ScalarNode) else None
-            if isinstance(max_age_value, bool) or not isinstance(max_age_value, int) or max_age_value < 0:
-                shown = value.value if isinstance(value, yaml.ScalarNode) else "a list or mapping"
-                self.fail(f"{where}.max_age", value, f"must be a non-negative integer, got {shown}")
-            else:
-                max_age = max_age_value
-        private_network = False
-        if "allow_private_network" in keys:
-            private_network = bool(
-                self.boolean(f"{where}.allow_private_network", keys["allow_private_network"])
+        if values.get("allow_credentials") and "*" in values.get("origins", ()):
+            # Fetch standard, CORS check: a credentialed response with ACAO "*" is
+            # rejected by every browser, so this rule could never work.
+            self.fail(
+                f"{where}.allow_credentials",
+                keys["allow_credentials"],
+                "cannot be true with origins ['*']: browsers reject '*' with credentials; "
+                "list the exact origins instead, e.g. ['http://localhost:5173']",
             )
-        if len(self.errors) != errors_before:
+        if len(self.problems) != problems_before:
             return None
-        return RuleConfig(
-            origins=origins,
-            path=path,
-            allow_methods=methods,
-            allow_headers=allow_headers,
-            expose_headers=expose,
-            allow_credentials=credentials,
-            max_age=max_age,
-            allow_private_network=private_network,
-            line=node.start_mark.line + 1,
-        )
+        return RuleConfig(**values, line=node.start_mark.line + 1)
+
+    def rule_path(self, path: str, node: yaml.Node) -> str | None:
+        text = self.string(path, node)
+        if text is None:
+            return None
+        try:
+            compile_glob(text)
+        except GlobError as error:
+            self.fail(path, node, str(error))
+            return None
+        return text
+
+    def origins(self, path: str, node: yaml.Node) -> tuple[str, ...]:
+        origins = self.strings(path, node, origin_problem)
+        if isinstance(node, yaml.SequenceNode) and not node.value:
+            self.fail(path, node, "must list at least one origin")
+        return origins
+
+
+Reader = Callable[[_Checker, str, yaml.Node], Any]
+
+
+def _strings(problem: Callable[[str], str | None]) -> Reader:
+    """A reader of a list of strings, each checked by ``problem``."""
+    return lambda checker, path, node: checker.strings(path, node, problem)
+
+
+def _choice(choices: tuple[str, ...]) -> Reader:
+    return lambda checker, path, node: checker.choice(path, node, choices)
+
+
+# The field tables: one reader per key, each key a field of the dataclass it fills
+# (tests/test_config.py holds the tables to the dataclasses). Where a reader returns
+# nothing, the problem is recorded and the dataclass's own default stands.
+SERVER_FIELDS: dict[str, Reader] = {
+    "host": _Checker.string,
+    "port": _Checker.port,
+    "allowed_hosts": _strings(lambda text: _host_problem(text)),
+    "tls": _Checker.server_tls,
+    "max_header_size": _Checker.positive_int,
+    "max_upstream_connections": _Checker.positive_int,
+}
+COOKIE_FIELDS: dict[str, Reader] = {name: _choice(choices) for name, choices in COOKIE_CHOICES.items()}
+UPSTREAM_TLS_FIELDS: dict[str, Reader] = {
+    "verify": _Checker.boolean,
+    "ca_file": _Checker.existing_file,
+    "client_cert": _Checker.existing_file,
+    "client_key": _Checker.existing_file,
+}
+ROUTE_FIELDS: dict[str, Reader] = {
+    "path": _Checker.route_prefix,
+    "upstream": _Checker.upstream_url,
+    "strip_prefix": _Checker.boolean,
+    "request_headers": _Checker.request_headers,
+    "remove_request_headers": _strings(lambda text: _header_problem(text)),
+    "rewrite_origin": _Checker.rewrite_origin,
+    "path_rewrites": _Checker.path_rewrites,
+    "cookies": _Checker.cookies,
+    "rewrite_redirects": _Checker.boolean,
+    "tls": _Checker.upstream_tls,
+    "connect_timeout": _Checker.seconds,
+    "read_timeout": _Checker.seconds,
+    "max_body_size": _Checker.positive_int,
+    "refuse_disallowed_origins": _Checker.boolean,
+}
+RULE_FIELDS: dict[str, Reader] = {
+    "path": _Checker.rule_path,
+    "origins": _Checker.origins,
+    "allow_methods": _strings(lambda text: _method_problem(text)),
+    "allow_headers": _strings(lambda text: _header_problem(text)),
+    "expose_headers": _strings(lambda text: _header_problem(text)),
+    "allow_credentials": _Checker.boolean,
+    "max_age": _Checker.non_negative_int,
+    "allow_private_network": _Checker.boolean,
+}
 
 
 def upstream_problem(url: str, shown: str | None = None) -> str | None:

@@ -6,6 +6,7 @@ what a valid configuration is.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 DEFAULT_HOST = "127.0.0.1"
@@ -15,16 +16,34 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 300.0
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a configuration: where (key path and line, when known) and why."""
+
+    message: str
+    path: str = ""
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f" (line {self.line})" if self.line is not None else ""
+        return f"{self.path}: {self.message}{where}" if self.path else f"{self.message}{where}"
+
+
 class ConfigError(Exception):
     """Every problem found in a configuration, each naming its key path and line."""
 
-    def __init__(self, errors: list[str], source: str = "<config>") -> None:
-        self.errors = errors
+    def __init__(self, problems: Sequence[Problem | str], source: str = "<config>") -> None:
+        self.problems = [item if isinstance(item, Problem) else Problem(item) for item in problems]
         self.source = source
         super().__init__(self.render())
 
+    @property
+    def errors(self) -> list[str]:
+        """The problems as the lines they are shown as."""
+        return [str(problem) for problem in self.problems]
+
     def render(self) -> str:
-        count = len(self.errors)
+        count = len(self.problems)
         heading = f"{self.source}: {count} error{'s' if count != 1 else ''}"
         return "\n".join([heading, *("  " + error for error in self.errors)])
 

@@ -24,9 +24,6 @@ ACEH = "Access-Control-Expose-Headers"
 ACMA = "Access-Control-Max-Age"
 ACAPN = "Access-Control-Allow-Private-Network"
 
-# A preflight answer depends on all three request headers; caches must key on them.
-PREFLIGHT_VARY = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
-
 # Fetch standard, "CORS-safelisted response-header name": always readable by scripts.
 SAFELISTED_RESPONSE_HEADERS = frozenset(
     {

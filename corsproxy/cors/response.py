@@ -8,13 +8,14 @@ from corsproxy.cors.policy import ACEH, SAFELISTED_RESPONSE_HEADERS, Decision
 from corsproxy.headers import split_list
 
 VARY_ORIGIN = ("Origin",)
+# A preflight answer depends on all three request headers; caches must key on them.
 PREFLIGHT_VARY_TOKENS = ("Origin", "Access-Control-Request-Method", "Access-Control-Request-Headers")
 
 
 def add_cors_headers(headers: CIMultiDict[str], decision: Decision, vary: tuple[str, ...]) -> None:
     """Add the decision's CORS headers and append ``vary`` to the Vary header.
 
-    Design rule 6: the answer depends on Origin for allowed, refused and no-Origin
+    README, "How the proxy decides": the answer depends on Origin for allowed, refused and no-Origin
     requests alike, so Vary is appended on every response, merged with the upstream's.
     """
     if decision.expose_response_headers:
