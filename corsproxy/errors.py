@@ -19,6 +19,9 @@ page reads "502 cannot connect" instead of a misleading CORS error.
 
 from __future__ import annotations
 
+import os
+import ssl
+
 
 class UpstreamError(Exception):
     """The upstream could not give an answer; ``status`` is the proxy's answer instead."""
@@ -63,3 +66,19 @@ def describe(error: BaseException) -> str:
     """An exception as one line of text for a failure message."""
     text = str(error) or type(error).__name__
     return text.replace("\n", " ")
+
+
+def connect_failure(error: BaseException) -> str:
+    """Why a connection could not be made, in the same words from either client:
+    the operating system's reason ("connection refused", "name or service not known"),
+    or the TLS handshake's."""
+    if isinstance(error, ssl.SSLError):
+        return describe(error)  # its errno is the TLS library's code, not the system's
+    number = getattr(error, "errno", None)
+    reason = getattr(error, "strerror", None)
+    if isinstance(number, int) and number > 0:
+        # asyncio words a refused connect "Connect call failed (address)"; errno says it plainly.
+        reason = os.strerror(number)
+    if not isinstance(reason, str) or not reason:
+        return describe(error)
+    return reason[:1].lower() + reason[1:]

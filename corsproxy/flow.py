@@ -75,6 +75,8 @@ class Refuse(NamedTuple):
     close: bool = False
     # Host refusals are not recorded: a rebinding page's requests are not the developer's.
     recorded: bool = True
+    # What the log line and the inspector say beside the decision; None: the reason.
+    error: str | None = None
 
 
 class Forward(NamedTuple):
@@ -174,7 +176,9 @@ def _guard_refusal(
     close = declined_upgrade(head)
     refused = credentials_refusal(head, route, decision, runtime)
     if refused is not None:
-        return Refuse(403, refused, decision, close=close)
+        # The log line names the decision already; the record says what was done about it.
+        error = f"not forwarded: route {route.prefix} injects credentials"
+        return Refuse(403, refused, decision, close=close, error=error)
     if websocket and head.headers.get("Origin") is not None and not decision.allowed:
         # Browsers apply no CORS to WebSockets (RFC 6455 section 10.2): the proxy checks
         # Origin itself, before the upgrade.

@@ -10,7 +10,13 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import aiohttp
 import pytest
+
+from corsproxy.upstream.aiohttp_client import AiohttpAnswer, AiohttpClient
+from corsproxy.upstream.client import UpstreamAnswer, UpstreamClient
+from corsproxy.upstream.lean_client import LeanAnswer, LeanClient
+from corsproxy.upstream.pool import ConnectionPool
 
 PACKAGE = Path(__file__).resolve().parent.parent / "corsproxy"
 
@@ -110,3 +116,13 @@ def test_the_check_finds_a_cycle_and_an_upward_import_when_there_is_one() -> Non
     finally:
         GRAPH.clear()
         GRAPH.update(saved)
+
+
+async def test_both_upstream_clients_implement_the_one_interface() -> None:
+    """Checked twice: by mypy (the annotations below) and at run time."""
+    async with aiohttp.ClientSession() as session:
+        clients: list[UpstreamClient] = [AiohttpClient(session), LeanClient(ConnectionPool())]
+        assert all(isinstance(client, UpstreamClient) for client in clients)
+    answers: list[type[UpstreamAnswer]] = [AiohttpAnswer, LeanAnswer]
+    for answer in answers:
+        assert {"status", "reason", "headers", "abort"} <= set(dir(answer))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from corsproxy.cli.main import exposure_warning
+from corsproxy.version import __version__
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = "http://localhost:5173"
@@ -347,3 +348,44 @@ def test_binding_beyond_loopback_names_the_risk(host: str, warned: bool) -> None
     assert (warning is not None) == warned
     if warning:
         assert "other machines on the network can use this proxy" in warning
+
+
+# -- the terminal is honest ---------------------------------------------------------------
+
+
+def test_serve_takes_the_rules_file_as_its_argument_and_names_the_inspector_once_bound(
+    started: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    upstream_port, proxy_port = start_demo_upstream(started), free_port()
+    rules = tmp_path / "corsproxy.yaml"
+    rules.write_text(f"upstream: http://127.0.0.1:{upstream_port}\n")
+    proxy = spawn(started, "serve", str(rules), "--port", str(proxy_port), "--no-reload")
+    wait_for_port(proxy_port, proxy)
+    answer = http(proxy_port, f"GET /echo HTTP/1.1\nHost: 127.0.0.1\nOrigin: {LOCAL}\nConnection: close\n")
+    assert answer.startswith("HTTP/1.1 200")
+    proxy.send_signal(signal.SIGTERM)
+    out, _ = proxy.communicate(timeout=15)
+    assert f"on http://127.0.0.1:{proxy_port} ({rules})" in out
+    assert f"inspector: http://127.0.0.1:{proxy_port}/__corsproxy/" in out
+
+
+def test_a_port_in_use_exits_2_with_the_port_hint_and_no_banner() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = corsproxy("serve", "--upstream", "http://127.0.0.1:9", "--port", str(port))
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "choose another with --port" in result.stderr
+    # The banner would name a port the proxy does not have.
+    assert f"corsproxy {__version__} on" not in result.stdout
+
+
+def test_the_demo_banner_names_the_inspector(started: list[subprocess.Popen[str]]) -> None:
+    port = free_port()
+    demo = spawn(started, "demo", "--port", str(port))
+    wait_for_port(port, demo)
+    demo.send_signal(signal.SIGTERM)
+    out, _ = demo.communicate(timeout=10)
+    assert f"inspector: http://127.0.0.1:{port}/__corsproxy/" in out

@@ -12,7 +12,7 @@ from aiohttp import web
 from corsproxy.config.model import Config, RouteConfig, RuleConfig, ServerConfig
 from corsproxy.patterns.origins import LOCAL_DEV_ORIGINS
 from corsproxy.server.app import create_app
-from corsproxy.server.runner import ProxyRunner
+from corsproxy.server.runner import ProxyRunner, listen_failure
 
 _request_ids: Iterator[int] = itertools.count(1)
 
@@ -78,6 +78,7 @@ def instructions(base: str, upstream: str) -> str:
     origin = "http://localhost:5173"
     return f"""corsproxy demo
   proxy:     {base}  (CORS for http://localhost:* with credentials; /public/** for any origin)
+  inspector: {base}/__corsproxy/
   upstream:  {upstream}  (built-in echo; sends no CORS headers)
   health:    {base}/__corsproxy/health
 
@@ -132,7 +133,7 @@ def main(host: str, port: int) -> int:
     try:
         asyncio.run(run_demo(host, port))
     except OSError as error:
-        print(f"corsproxy demo: cannot listen on {host}:{port}: {error.strerror or error}")
+        print(f"corsproxy demo: {listen_failure(host, port, error)}")
         return 2
     return 0
 

@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the proxy")
+    serve.add_argument("file", nargs="?", metavar="FILE", help="YAML rules file (the same as --config)")
     serve.add_argument("--config", metavar="FILE", help=f"YAML rules file (env {ENV_CONFIG})")
     serve.add_argument(
         "--upstream", metavar="URL", help=f"quick mode: forward everything here (env {ENV_UPSTREAM})"
@@ -147,7 +148,9 @@ def _configure_logging(level: str) -> None:
 
 def resolve_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     """The configuration ``serve`` runs with, from flags, environment and file."""
-    config_file = args.config or env.get(ENV_CONFIG)
+    if args.file and args.config and args.file != args.config:
+        raise UsageError(f"give the rules file once: {args.file} or --config {args.config}")
+    config_file = args.file or args.config or env.get(ENV_CONFIG)
     upstream = args.upstream or env.get(ENV_UPSTREAM)
     if config_file and args.upstream:
         raise UsageError("give either --config or --upstream, not both")
@@ -223,7 +226,7 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     config = resolve_config(args, env)
     host, port = config.server.host, config.server.port
-    config_file = args.config or env.get(ENV_CONFIG)
+    config_file = args.file or args.config or env.get(ENV_CONFIG)
     watch = Path(config_file) if config_file and not args.no_reload else None
     warning = exposure_warning(host)
     if warning:
@@ -234,9 +237,14 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise UsageError(f"--workers must be 1 or more, got {workers}")
     if workers > 1 and port == 0:
         raise UsageError("--workers needs a fixed --port: with port 0 each worker would get its own")
-    print(banner(config) + (f"\n  {workers} workers sharing the port" if workers > 1 else ""), flush=True)
 
-    def serve_one() -> int:
+    def announce(bound_port: int) -> None:
+        # Printed once the port is bound, so the banner never names a port it does not have.
+        shown = replace(config, server=replace(config.server, port=bound_port))
+        extra = f"\n  {workers} workers sharing the port" if workers > 1 else ""
+        print(banner(shown) + extra, flush=True)
+
+    def serve_one(announce_when_bound: bool = True) -> int:
         try:
             runner.run(
                 create_app(config, watch=watch),
@@ -246,9 +254,10 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 grace=args.grace,
                 reuse_port=workers > 1,
                 loop=fast_event_loop(),
+                on_listening=announce if announce_when_bound else None,
             )
         except OSError as error:
-            print(f"corsproxy: cannot listen on {host}:{port}: {error.strerror or error}", file=sys.stderr)
+            print(f"corsproxy: {runner.listen_failure(host, port, error)}", file=sys.stderr)
             return EXIT_BAD_INPUT
         return EXIT_OK
 
@@ -256,7 +265,9 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         return serve_one()
     from corsproxy.cli.workers import run_workers
 
-    return run_workers(workers, serve_one)
+    # The workers share the port through SO_REUSEPORT: the banner is said once, up front.
+    announce(port)
+    return run_workers(workers, lambda: serve_one(announce_when_bound=False))
 
 
 def fast_event_loop() -> asyncio.AbstractEventLoop:
@@ -298,6 +309,7 @@ def banner(config: Config) -> str:
     base = f"{scheme}://{shown}:{config.server.port}"
     lines = [f"corsproxy {__version__} on {base} ({config.source})"]
     lines += [f"  {base}{route.path.rstrip('/')}/... -> {route.upstream}" for route in config.routes]
+    lines.append(f"  inspector: {base}/__corsproxy/")
     lines.append(f"  health: {base}/__corsproxy/health")
     return "\n".join(lines)
 

@@ -30,7 +30,12 @@ from corsproxy.config.model import (
 )
 from corsproxy.headers import TOKEN
 from corsproxy.patterns.globs import GlobError, compile_glob
-from corsproxy.patterns.origins import LOCAL_DEV_ORIGINS, OriginPatternError, parse_origin_pattern
+from corsproxy.patterns.origins import (
+    LOCAL_DEV_ORIGINS,
+    OriginPatternError,
+    likely_scheme,
+    parse_origin_pattern,
+)
 from corsproxy.tls import client_ssl_context
 
 T = TypeVar("T")
@@ -546,7 +551,7 @@ def upstream_problem(url: str, shown: str | None = None) -> str | None:
     if re.fullmatch(r"https?://[^/?#@\s]+(/[^?#\s]*)?", url):
         return None
     if "://" not in url and (shown is None or shown == url):
-        hint = f"; did you mean 'https://{url}'?"
+        hint = f"; did you mean '{likely_scheme(url)}://{url}'?"
     elif re.match(r"^https?://[^/?#]*@", url):
         hint = "; put credentials in request_headers, not in the URL"
     elif re.match(r"^https?://", url):

@@ -89,10 +89,20 @@ def parse_origin_pattern(text: str) -> OriginPattern:
     return OriginPattern(text, "wildcard", regex)
 
 
+def likely_scheme(authority: str) -> str:
+    """The scheme a URL without one most likely meant: http for loopback names, where dev
+    servers listen without TLS; https anywhere else."""
+    host = authority.strip("/").split("/", 1)[0].lower()
+    host = host.split("]", 1)[0] + "]" if host.startswith("[") else host.rsplit(":", 1)[0]
+    loopback = host in ("localhost", "[::1]") or host.endswith(".localhost") or host.startswith("127.")
+    return "http" if loopback else "https"
+
+
 def _explain_malformed(text: str) -> None:
     """Raise with a fix for the mistakes people make when copying an origin from a URL bar."""
     if "://" not in text:
-        raise OriginPatternError(f"{text!r} has no scheme: origins look like 'https://{text.strip('/')}'")
+        guess = f"{likely_scheme(text)}://{text.strip('/')}"
+        raise OriginPatternError(f"{text!r} has no scheme: origins look like {guess!r}")
     scheme, _, rest = text.partition("://")
     if rest.endswith("/") and "/" not in rest.rstrip("/"):
         raise OriginPatternError(

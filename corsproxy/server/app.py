@@ -172,7 +172,9 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         if decided.close:
             response.force_close()
         if decided.recorded:
-            state.finish(Outcome(head, response, started, decided.decision, error=decided.reason))
+            state.finish(
+                Outcome(head, response, started, decided.decision, error=decided.error or decided.reason)
+            )
         return response
     if decided.websocket:
         return await open_websocket(request, state, head, decided, started)

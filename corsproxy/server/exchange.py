@@ -74,7 +74,7 @@ def answer_refusal(
     door.write(answer_bytes(answer, close))
     if refuse.recorded:
         outcome = Outcome(head, FrontAnswer(answer.status, answer.headers), started, refuse.decision)
-        outcome.error = refuse.reason
+        outcome.error = refuse.error or refuse.reason
         door.state.finish(outcome)
     return close
 

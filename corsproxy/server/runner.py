@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ssl
+from collections.abc import Callable
 from typing import Any, cast
 
 from aiohttp import web
@@ -43,6 +45,7 @@ async def _serve(
     ssl_context: ssl.SSLContext | None,
     grace: float,
     reuse_port: bool,
+    on_listening: Callable[[int], None] | None,
 ) -> None:
     # handle_signals: SIGINT and SIGTERM raise GracefulExit, as under web.run_app.
     runner = ProxyRunner(app, handle_signals=True, access_log=None, shutdown_timeout=grace)
@@ -50,6 +53,8 @@ async def _serve(
     try:
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port or None)
         await site.start()
+        if on_listening is not None:
+            on_listening(int(runner.addresses[0][1]))
         await asyncio.Event().wait()  # until a signal raises GracefulExit
     finally:
         # Stop listening, let requests in flight finish within the grace period, close.
@@ -65,10 +70,12 @@ def run(
     grace: float,
     reuse_port: bool,
     loop: asyncio.AbstractEventLoop,
+    on_listening: Callable[[int], None] | None = None,
 ) -> None:
-    """Serve until a signal; raises OSError when the port cannot be bound."""
+    """Serve until a signal; raises OSError when the port cannot be bound. ``on_listening``
+    is called with the bound port once the proxy listens."""
     asyncio.set_event_loop(loop)
-    main = loop.create_task(_serve(app, host, port, ssl_context, grace, reuse_port))
+    main = loop.create_task(_serve(app, host, port, ssl_context, grace, reuse_port, on_listening))
     try:
         loop.run_until_complete(main)
     except (GracefulExit, KeyboardInterrupt):
@@ -84,3 +91,13 @@ def run(
         loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+
+def listen_failure(host: str, port: int, error: OSError) -> str:
+    """Why the port could not be bound, with what to do about it."""
+    text = f"cannot listen on {host}:{port}: {error.strerror or error}"
+    if error.errno == errno.EADDRINUSE:
+        text += f"; another program is using port {port}: stop it, or choose another with --port"
+    elif error.errno == errno.EACCES and port < 1024:
+        text += "; ports below 1024 need privileges: choose one above 1024 with --port"
+    return text

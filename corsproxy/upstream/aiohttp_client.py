@@ -24,6 +24,7 @@ from corsproxy.errors import (
     UpstreamFailed,
     UpstreamTimedOut,
     UpstreamUnreachable,
+    connect_failure,
     describe,
 )
 from corsproxy.upstream.route import Route
@@ -124,7 +125,8 @@ def map_errors(route: Route, client_closed: Callable[[], bool]) -> Iterator[None
     except TimeoutError as error:
         raise UpstreamTimedOut(f"upstream {upstream} timed out") from error
     except aiohttp.ClientConnectorError as error:
-        raise UpstreamUnreachable(f"cannot connect to upstream {upstream}: {describe(error)}") from error
+        reason = connect_failure(error.os_error)
+        raise UpstreamUnreachable(f"cannot connect to upstream {upstream}: {reason}") from error
     except aiohttp.ClientError as error:
         if client_closed():
             # The client hung up before its body was complete: the upstream is not to blame.

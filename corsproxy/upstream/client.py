@@ -13,7 +13,7 @@ breaks off.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from aiohttp import StreamReader
 from multidict import CIMultiDict
@@ -22,6 +22,7 @@ from yarl import URL
 from corsproxy.upstream.route import Route
 
 
+@runtime_checkable
 class UpstreamAnswer(Protocol):
     """An answer whose head has arrived."""
 
@@ -36,6 +37,7 @@ class UpstreamAnswer(Protocol):
         """Drop the upstream connection: nobody will read the rest of the answer."""
 
 
+@runtime_checkable
 class UpstreamClient(Protocol):
     async def send(
         self, route: Route, method: str, target: URL, headers: CIMultiDict[str], body: StreamReader | None

@@ -9,7 +9,13 @@ from aiohttp import StreamReader
 from multidict import CIMultiDict
 from yarl import URL
 
-from corsproxy.errors import UpstreamBrokeOff, UpstreamFailed, UpstreamTimedOut, UpstreamUnreachable
+from corsproxy.errors import (
+    UpstreamBrokeOff,
+    UpstreamFailed,
+    UpstreamTimedOut,
+    UpstreamUnreachable,
+    connect_failure,
+)
 from corsproxy.upstream.pool import BodySink, ConnectionPool, ResponseHead, UpstreamBroke, UpstreamConnection
 from corsproxy.upstream.route import Route
 
@@ -95,7 +101,9 @@ class LeanClient:
         except TimeoutError as error:
             raise UpstreamTimedOut(f"upstream {upstream} timed out (connect)") from error
         except OSError as error:
-            raise UpstreamUnreachable(f"cannot connect to upstream {upstream}: {error}") from error
+            raise UpstreamUnreachable(
+                f"cannot connect to upstream {upstream}: {connect_failure(error)}"
+            ) from error
         except UpstreamBroke as broke:
             if broke.timed_out:
                 raise UpstreamTimedOut(f"upstream {upstream} timed out ({broke})") from broke

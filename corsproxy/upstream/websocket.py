@@ -22,7 +22,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from corsproxy.errors import UpstreamFailed, UpstreamTimedOut, UpstreamUnreachable, describe
+from corsproxy.errors import UpstreamFailed, UpstreamTimedOut, UpstreamUnreachable, connect_failure, describe
 from corsproxy.headers import split_list
 from corsproxy.upstream.route import Route
 
@@ -150,7 +150,8 @@ async def _connect(
             f"upstream {upstream_name} refused the WebSocket upgrade: HTTP {error.status} ({error.message})",
         ) from error
     except aiohttp.ClientConnectorError as error:
-        raise UpstreamUnreachable(f"cannot connect to upstream {upstream_name}: {describe(error)}") from error
+        reason = connect_failure(error.os_error)
+        raise UpstreamUnreachable(f"cannot connect to upstream {upstream_name}: {reason}") from error
     except aiohttp.ClientError as error:
         raise UpstreamFailed(
             f"upstream {upstream_name} failed during the WebSocket handshake: {describe(error)}"

@@ -1,0 +1,86 @@
+"""What the proxy says about a request or a config must be right, and say it once: the same
+words on both transports, the scheme a user meant, one log line per request."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import pytest
+
+from corsproxy.config.checker import parse_config
+from corsproxy.config.model import ConfigError
+from tests.conftest import ProxyFactory, Upstream
+
+LOCAL = "http://localhost:5173"
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def config_errors(text: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "test.yaml", {})
+    return "\n".join(caught.value.errors)
+
+
+@pytest.mark.parametrize(
+    ("text", "wanted"),
+    [
+        pytest.param("upstream: localhost:3000\n", "did you mean 'http://localhost:3000'?", id="localhost"),
+        pytest.param(
+            "upstream: 127.0.0.1:8000/v1\n", "did you mean 'http://127.0.0.1:8000/v1'?", id="127.0.0.1"
+        ),
+        pytest.param(
+            "upstream: api.example.com\n", "did you mean 'https://api.example.com'?", id="a public host"
+        ),
+        pytest.param(
+            "upstream: https://a.dev\nrules:\n  - origins: [localhost:5173]\n",
+            "origins look like 'http://localhost:5173'",
+            id="an origin on localhost",
+        ),
+        pytest.param(
+            "upstream: https://a.dev\nrules:\n  - origins: [app.example.com]\n",
+            "origins look like 'https://app.example.com'",
+            id="an origin on a public host",
+        ),
+    ],
+)
+def test_a_missing_scheme_is_guessed_from_the_host(text: str, wanted: str) -> None:
+    """Dev servers on loopback listen on http; anything else is most likely https."""
+    assert wanted in config_errors(text)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_an_unreachable_upstream_reads_the_same_on_both_transports_and_methods(
+    make_proxy: ProxyFactory, method: str
+) -> None:
+    port = closed_port()
+    client = await make_proxy(f"upstream: http://127.0.0.1:{port}\n")
+    response = await client.request(
+        method, "/x", headers={"Origin": LOCAL}, data=b"x" if method == "POST" else None
+    )
+    assert response.status == 502
+    assert (
+        await response.text() == f"cannot connect to upstream http://127.0.0.1:{port}: connection refused\n"
+    )
+
+
+async def test_a_refusal_on_a_route_with_a_key_is_one_log_line_naming_its_reason_once(
+    upstream: Upstream, make_proxy: ProxyFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="corsproxy")
+    client = await make_proxy(
+        f"routes:\n  - path: /api\n    upstream: {upstream.url}\n    request_headers:\n      X-Api-Key: k\n"
+        f"rules:\n  - origins: ['{LOCAL}']\n"
+    )
+    response = await client.get("/api/x", headers={"Origin": "https://evil.example"})
+    assert response.status == 403
+    (line,) = [record.getMessage() for record in caplog.records if "/api/x" in record.getMessage()]
+    assert line.count("origin 'https://evil.example' is not allowed") == 1
+    assert "not forwarded: route /api injects credentials" in line
+    assert "\n" not in line
+    assert upstream.received == []
