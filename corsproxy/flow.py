@@ -130,7 +130,8 @@ def plan(head: RequestHead, runtime: Runtime) -> Plan:
         )
         return Preflight(decision, close)
 
-    decision = NO_ORIGIN if origin is None else runtime.policy.actual(head.path, origin)
+    credentialed = origin is not None and "Cookie" in headers
+    decision = NO_ORIGIN if origin is None else runtime.policy.actual(head.path, origin, credentialed)
     route = runtime.router.match(head.path)
     if route is None:
         prefixes = ", ".join(r.prefix for r in runtime.router.routes)

@@ -114,7 +114,7 @@ class ProxyState:
                 elapsed,
                 "-" if outcome.upstream_ms is None else f"{outcome.upstream_ms:.1f}ms",
                 " preflight" if outcome.preflight else "",
-                decision.reason if decision.allowed else "REFUSED, " + decision.reason,
+                cors_verdict(decision),
                 f" error: {outcome.error}" if outcome.error else "",
             )
         self.exchanges.add(
@@ -129,8 +129,8 @@ class ProxyState:
                 status=status,
                 duration_ms=elapsed,
                 upstream_ms=outcome.upstream_ms,
-                allowed=decision.allowed,
-                reason=decision.reason,
+                allowed=decision.allowed and decision.browser_blocks is None,
+                reason=decision.browser_blocks or decision.reason,
                 rule=decision.rule,
                 request_headers=request.headers,
                 response_headers=outcome.response.headers,
@@ -156,6 +156,13 @@ class ProxyState:
 
 
 STATE = web.AppKey("corsproxy_state", ProxyState)
+
+
+def cors_verdict(decision: Decision) -> str:
+    """The log line's word on CORS: never "allowed" where the browser will block."""
+    if decision.browser_blocks is not None:
+        return "BLOCKED by the browser, " + decision.browser_blocks
+    return decision.reason if decision.allowed else "REFUSED, " + decision.reason
 
 
 async def take_upstream_slot(state: ProxyState, route: Route) -> None:

@@ -84,3 +84,31 @@ async def test_a_refusal_on_a_route_with_a_key_is_one_log_line_naming_its_reason
     assert "not forwarded: route /api injects credentials" in line
     assert "\n" not in line
     assert upstream.received == []
+
+
+async def test_a_near_miss_origin_says_what_the_config_has_and_what_to_add_where(
+    upstream: Upstream, make_proxy: ProxyFactory
+) -> None:
+    """Vite moves to 5174 when 5173 is taken: the refusal must say what to change."""
+    client = await make_proxy(f"upstream: {upstream.url}\nrules:\n  - origins: ['{LOCAL}']\n")
+    response = await client.options(
+        "/api", headers={"Origin": "http://localhost:5174", "Access-Control-Request-Method": "PUT"}
+    )
+    assert response.status == 403
+    text = await response.text()
+    assert "the config has 'http://localhost:5173' but the browser sent 'http://localhost:5174'" in text
+    assert "to allow it, add 'http://localhost:5174' to rules[0].origins (line 3)" in text
+    assert "or 'http://localhost:*' for any port" in text
+
+
+async def test_a_cookie_to_a_rule_without_credentials_is_logged_as_blocked_by_the_browser(
+    upstream: Upstream, make_proxy: ProxyFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="corsproxy")
+    client = await make_proxy(f"upstream: {upstream.url}\n")  # quick mode's rule: no credentials
+    response = await client.get("/items", headers={"Origin": LOCAL, "Cookie": "session=abc"})
+    assert response.status == 200
+    assert "Access-Control-Allow-Credentials" not in response.headers
+    (line,) = [record.getMessage() for record in caplog.records if "GET /items" in record.getMessage()]
+    assert "cors: BLOCKED by the browser, the page sent credentials (a Cookie)" in line
+    assert "allowed by" not in line

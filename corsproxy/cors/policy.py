@@ -57,6 +57,9 @@ class Decision:
     # expose_headers ["*"] with credentials: "*" would be a literal header name to the
     # browser (Fetch standard, CORS protocol), so the response's own names are listed.
     expose_response_headers: bool = False
+    # Allowed by a rule, yet the browser will block the answer, and why: the page sent
+    # credentials that the rule does not allow (Fetch standard, CORS check: no ACAC).
+    browser_blocks: str | None = None
 
 
 NO_ORIGIN = Decision(True, "no Origin header: not a CORS request, passed through")
@@ -128,7 +131,7 @@ class Policy:
     def __init__(self, rules: tuple[RuleConfig, ...]) -> None:
         self.rules = tuple(CompiledRule(index, rule) for index, rule in enumerate(rules))
         self._by_origin: dict[str, tuple[CompiledRule, ...]] = {}
-        self._actual: dict[tuple[int, str], Decision] = {}
+        self._actual: dict[tuple[int, str, bool], Decision] = {}
         self._preflight: dict[tuple[int, str, str, str, bool], Decision] = {}
 
     def _rules_for(self, origin: str) -> tuple[CompiledRule, ...]:
@@ -146,28 +149,39 @@ class Policy:
                 return rule
         return None
 
-    def actual(self, path: str, origin: str) -> Decision:
+    def actual(self, path: str, origin: str, credentialed: bool = False) -> Decision:
         """CORS headers for a request that carries Origin and is not a preflight. The
         Fetch standard's CORS check on a response looks at the origin and credentials
-        only, never at the method: allow_methods governs what preflights may ask for."""
+        only, never at the method: allow_methods governs what preflights may ask for.
+        ``credentialed``: the request carries a Cookie, which a browser sends cross-origin
+        only in credentials mode "include"."""
         rule = self.find(path, origin)
         if rule is None:
             return Decision(False, self.explain_origin(path, origin))
-        key = (rule.index, origin)
+        key = (rule.index, origin, credentialed)
         decision = self._actual.get(key)
         if decision is None:
-            decision = self._decide_actual(rule, origin)
+            decision = self._decide_actual(rule, origin, credentialed)
             if len(self._actual) >= CACHE_LIMIT:
                 self._actual.clear()
             self._actual[key] = decision
         return decision
 
-    def _decide_actual(self, rule: CompiledRule, origin: str) -> Decision:
+    def _decide_actual(self, rule: CompiledRule, origin: str, credentialed: bool) -> Decision:
         headers = rule.origin_headers(origin)
         if rule.expose_value:
             headers.append((ACEH, rule.expose_value))
         expose_all = "*" in rule.rule.expose_headers and rule.credentials
-        return Decision(True, f"allowed by {rule.label}", rule.index, tuple(headers), expose_all)
+        blocks = None
+        if credentialed and not rule.credentials:
+            fix = "set allow_credentials: true on the rule, with exact origins (never '*')"
+            if rule.rule.line:
+                fix += f" (line {rule.rule.line})"
+            blocks = (
+                f"the page sent credentials (a Cookie), but {rule.label} does not allow them, so "
+                f"the browser blocks the answer (no Access-Control-Allow-Credentials); {fix}"
+            )
+        return Decision(True, f"allowed by {rule.label}", rule.index, tuple(headers), expose_all, blocks)
 
     def method_refusal(self, decision: Decision, method: str) -> str | None:
         """Why the rule behind an allowed decision does not list ``method`` (HEAD goes with
@@ -246,19 +260,50 @@ class Policy:
         return Decision(True, f"preflight allowed by {rule.label}", rule.index, tuple(headers))
 
     def explain_origin(self, path: str, origin: str) -> str:
-        """Why no rule applies to this origin on this path, with near misses named."""
+        """Why no rule applies to this origin on this path, and what to add where. A near
+        miss (another port, case, a trailing slash) is named as what the config has, beside
+        what the browser sent."""
         on_path = [rule for rule in self.rules if rule.matches_path(path)]
         if not on_path:
             return f"no rule matches the path {path}"
         allowed = tuple(dict.fromkeys(text for rule in on_path for text in rule.rule.origins))
         reason = f"origin {origin!r} is not allowed for {path} (allowed there: {', '.join(allowed)})"
+        target = on_path[0]
+        where = f"{target.label.split(' ')[0]}.origins" + (
+            f" (line {target.rule.line})" if target.rule.line else ""
+        )
         close = near_misses(origin, allowed)
         if close:
             reason += (
-                f"; did you mean {close[0]!r}? Origins must match exactly: scheme, host, port, "
-                "lower case, no trailing slash"
+                f"; the config has {close[0]!r} but the browser sent {origin!r}, and origins match "
+                "exactly: scheme, host, port, lower case, no trailing slash"
             )
+        sent = _sendable(origin)
+        if sent is not None:
+            reason += f"; to allow it, add {sent!r} to {where}"
+            any_port = _any_port_pattern(sent)
+            if any_port is not None:
+                # Dev servers move to the next port when theirs is taken (Vite: 5173, 5174...).
+                reason += f", or {any_port!r} for any port"
         return reason
+
+
+def _sendable(origin: str) -> str | None:
+    """The origin as a config entry, when a browser could have sent it as it is."""
+    try:
+        parse_origin_pattern(origin)
+    except ValueError:
+        return None
+    return None if origin in ("*",) or origin.startswith("regex:") or "*" in origin else origin
+
+
+def _any_port_pattern(origin: str) -> str | None:
+    """``http://localhost:*`` for an origin on a loopback name with a port, else None."""
+    scheme, _, authority = origin.partition("://")
+    host, colon, port = authority.rpartition(":")
+    if not colon or not port.isdigit() or host not in ("localhost", "127.0.0.1", "[::1]"):
+        return None
+    return f"{scheme}://{host}:*"
 
 
 def _method_refusal(rule: CompiledRule, method: str) -> str:

@@ -222,10 +222,15 @@ routes:
       X-Upstream-Key: ${{UPSTREAM_KEY}}
   - path: /open
     upstream: http://127.0.0.1:{upstream_port}
+  - path: /nocreds
+    upstream: http://127.0.0.1:{upstream_port}
   - path: /down
     upstream: http://127.0.0.1:{closed_port}
     connect_timeout: 2
 rules:
+  # A rule without credentials, as quick mode's: a credentialed fetch is blocked.
+  - path: /nocreds/**
+    origins: [http://localhost:{page_port}]
   # The proxy's own origin is listed for the inspector's "try" panel: /api injects a key,
   # so the proxy refuses to forward requests from origins no rule allows.
   - origins: [http://localhost:{page_port}, http://localhost:{proxy_port}]

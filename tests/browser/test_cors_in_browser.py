@@ -216,3 +216,22 @@ def test_without_the_proxy_the_browser_refuses_the_same_requests(
         assert fresh_stack.upstream_saw("PUT", path) == []
     else:
         assert len(fresh_stack.upstream_saw("GET", path)) == 1
+
+
+def test_a_credentialed_fetch_to_a_rule_without_credentials_is_blocked_and_recorded_as_blocked(
+    fresh_stack: Stack, tab: Tab
+) -> None:
+    """The proxy must never call "allowed" what Chromium blocks: the page sends its cookie
+    (credentials: 'include'), the rule does not allow credentials, so no ACAC is sent."""
+    tab.page.goto(fresh_stack.page_url)
+    # Cookies belong to the host, not the port: this one goes to the proxy too.
+    tab.page.evaluate("document.cookie = 'session=abc; path=/'")
+
+    result = tab.fetch(f"{fresh_stack.proxy}/nocreds/items", {"credentials": "include"})
+
+    assert not result["fetched"], result
+    assert tab.blocked_by_cors()
+    (recorded,) = [item for item in fresh_stack.exchanges() if item.path == "/nocreds/items"]
+    assert not recorded.allowed
+    assert "the page sent credentials (a Cookie)" in recorded.reason
+    assert "allow_credentials: true" in recorded.reason

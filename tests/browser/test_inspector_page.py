@@ -53,7 +53,7 @@ def test_requests_through_the_proxy_appear_in_the_list_live_with_their_decision(
 
     allowed = page.locator("#exchanges tbody tr", has_text="/api/live/allowed")
     refused = page.locator("#exchanges tbody tr", has_text="/open/live/refused")
-    expect(allowed.locator(".decision")).to_have_text("✓ allowed by rules[0] (path /**)")
+    expect(allowed.locator(".decision")).to_have_text("✓ allowed by rules[1] (path /**)")
     expect(allowed.locator(".origin")).to_have_text(allowed_origin)
     expect(allowed.locator(".status")).to_have_text("200")
     expect(refused.locator(".decision")).to_contain_text(
@@ -122,7 +122,7 @@ def test_the_try_panel_reports_a_blocked_request_with_the_proxys_reason(stack: S
     expect(page.locator("#try-headers-read tbody tr")).to_have_count(0)
     record = page.locator("#try-record")
     expect(record).to_contain_text("Preflight OPTIONS → 403")
-    expect(record).to_contain_text("✗ refused: header x-not-listed is not allowed by rules[0]")
+    expect(record).to_contain_text("✗ refused: header x-not-listed is not allowed by rules[1]")
     expect(record).to_contain_text("Not forwarded upstream")
     assert tab.blocked_by_cors()
     assert stack.upstream_saw("GET", "/try/blocked") == []
