@@ -40,6 +40,9 @@ class Exchange:
     upstream_url: str | None = None
     error: str | None = None
     secrets: frozenset[str] = field(default_factory=frozenset)
+    # The answer is corsproxy's own (a refusal, or a failure to reach the upstream), not
+    # the upstream's: whatever its CORS headers, it is not the answer the page asked for.
+    proxy_answer: bool = False
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -77,11 +80,12 @@ class Exchange:
             # A browser sends Cookie only in credentials mode "include" (or same-site "same-origin").
             credentials = "Cookie" in self.request_headers
             findings = check_response(BrowserRequest(self.origin, self.method, (), credentials), answer)
-        return {
-            "allowed": not findings,
-            "credentials_assumed": credentials,
-            "findings": [{"code": str(f.code), "message": f.message} for f in findings],
-        }
+        listed = [{"code": str(f.code), "message": f.message} for f in findings]
+        if self.proxy_answer:
+            # Readable or not, it is not the answer the page asked for: never a green verdict.
+            message = f"corsproxy answered {self.status} itself, not the upstream: {self.error}"
+            listed.append({"code": "answered-by-corsproxy", "message": message})
+        return {"allowed": not listed, "credentials_assumed": credentials, "findings": listed}
 
     def detail(self) -> dict[str, Any]:
         data = self.summary()

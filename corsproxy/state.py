@@ -117,6 +117,17 @@ class ProxyState:
                 cors_verdict(decision),
                 f" error: {outcome.error}" if outcome.error else "",
             )
+        # A refusal or failure the proxy answered itself is never shown as "allowed".
+        proxy_answer = (
+            outcome.error is not None
+            and status >= 400
+            and outcome.upstream_ms is None
+            and not outcome.preflight
+        )
+        if proxy_answer:
+            reason = f"{status} from corsproxy, not the upstream: {outcome.error}"
+        else:
+            reason = decision.browser_blocks or decision.reason
         self.exchanges.add(
             Exchange(
                 id=self.exchanges.next_id(),
@@ -129,8 +140,8 @@ class ProxyState:
                 status=status,
                 duration_ms=elapsed,
                 upstream_ms=outcome.upstream_ms,
-                allowed=decision.allowed and decision.browser_blocks is None,
-                reason=decision.browser_blocks or decision.reason,
+                allowed=decision.allowed and decision.browser_blocks is None and not proxy_answer,
+                reason=reason,
                 rule=decision.rule,
                 request_headers=request.headers,
                 response_headers=outcome.response.headers,
@@ -138,6 +149,7 @@ class ProxyState:
                 upstream_url=None if outcome.upstream_url is None else str(outcome.upstream_url),
                 error=outcome.error,
                 secrets=self.runtime.config.secrets,
+                proxy_answer=proxy_answer,
             )
         )
 

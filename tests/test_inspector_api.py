@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -364,7 +365,8 @@ async def test_a_reconnecting_stream_gets_only_what_it_missed(
             {"Origin": "https://evil.example"},
             "GET",
             False,
-            ["missing-allow-origin"],
+            # The route injects a key: corsproxy refused to forward, and says so.
+            ["missing-allow-origin", "answered-by-corsproxy"],
             id="a refused origin's response is one the browser will not let the page read",
         ),
     ],
@@ -383,3 +385,40 @@ async def test_each_exchange_carries_the_browsers_verdict_on_the_proxys_answer(
     detail = await get_json(client, f"/__corsproxy/api/exchanges/{summary['id']}")
     assert detail["browser"]["allowed"] is allowed
     assert [finding["code"] for finding in detail["browser"]["findings"]] == codes
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "named"),
+    [
+        pytest.param("/nowhere", 404, "no route for /nowhere (routes: /down, /api)", id="no route serves it"),
+        pytest.param(
+            "/down/x", 502, "cannot connect to upstream http://127.0.0.1:", id="an upstream that is down"
+        ),
+    ],
+)
+async def test_an_answer_corsproxy_made_itself_is_never_shown_as_allowed(
+    upstream: Upstream, make_proxy: ProxyFactory, path: str, status: int, named: str
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    client = await make_proxy(
+        inspector_yaml(upstream).replace(
+            "rules:", f"  - path: /down\n    upstream: http://127.0.0.1:{closed}\nrules:"
+        ),
+        API_TOKEN=TOKEN,
+        UPSTREAM_PATH=HOST_SECRET,
+    )
+    response = await client.get(path, headers={"Origin": FRONTEND})
+    assert response.status == status
+    # The page can read it (CORS headers on every status), but it is not the upstream's answer.
+    assert response.headers["Access-Control-Allow-Origin"] == FRONTEND
+    (summary,) = [
+        item for item in await get_json(client, "/__corsproxy/api/exchanges") if item["path"] == path
+    ]
+    assert summary["cors"]["allowed"] is False
+    assert f"{status} from corsproxy, not the upstream" in summary["cors"]["reason"]
+    assert named in summary["cors"]["reason"]
+    detail = await get_json(client, f"/__corsproxy/api/exchanges/{summary['id']}")
+    assert detail["browser"]["allowed"] is False
+    assert [finding["code"] for finding in detail["browser"]["findings"]] == ["answered-by-corsproxy"]
