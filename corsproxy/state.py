@@ -15,7 +15,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from corsproxy.config.model import Config
+from corsproxy.config.model import Config, ConfigError
 from corsproxy.cors.policy import Decision, Policy
 from corsproxy.errors import UpstreamBusy
 from corsproxy.exchanges import Exchange, ExchangeLog
@@ -94,6 +94,8 @@ class ProxyState:
         self.front_door = FrontDoorCounts()
         self.started = time.time()
         self.exchanges = ExchangeLog()
+        # The last config change hot reload refused, until a good one loads.
+        self.rejected_reload: ConfigError | None = None
         self._session: aiohttp.ClientSession | None = None
         self._client: AiohttpClient | None = None
         # Requests forwarded at once; fixed at start (the client pool is sized with it).

@@ -389,3 +389,16 @@ def test_the_demo_banner_names_the_inspector(started: list[subprocess.Popen[str]
     demo.send_signal(signal.SIGTERM)
     out, _ = demo.communicate(timeout=10)
     assert f"inspector: http://127.0.0.1:{port}/__corsproxy/" in out
+
+
+def test_inside_the_container_image_the_all_interfaces_bind_is_a_note_on_publishing_not_a_warning(
+    started: list[subprocess.Popen[str]],
+) -> None:
+    port = free_port()
+    env = {"CORSPROXY_IN_CONTAINER": "1", "CORSPROXY_HOST": "0.0.0.0"}
+    proxy = spawn(started, "serve", "--upstream", "http://127.0.0.1:9", "--port", str(port), env=env)
+    wait_for_port(port, proxy)
+    proxy.send_signal(signal.SIGTERM)
+    _, err = proxy.communicate(timeout=15)
+    assert "WARNING" not in err
+    assert "publish the port on the host's loopback only (docker run -p 127.0.0.1:8080:8080" in err

@@ -221,6 +221,40 @@ async def test_a_valid_change_is_reloaded_and_an_invalid_one_keeps_the_last_good
     assert "rules[0].origins[0]: 'http://localhost:3333/' ends with '/'" in caplog.text
     assert "(line 4)" in caplog.text
     assert await allowed_origin("http://localhost:2222") == "http://localhost:2222"
+    # /health carries the refusal too, with every error and its line, until a good config loads.
+    rejected = (await (await client.get("/__corsproxy/health")).json())["rejected_reload"]
+    assert any("ends with '/'" in error and "(line 3)" in error for error in rejected["errors"])
+    config_file.write_text(f"upstream: {upstream.url}\nrules:\n  - origins: ['http://localhost:4444']\n")
+    assert await eventually("http://localhost:4444", "http://localhost:4444")
+    assert (await (await client.get("/__corsproxy/health")).json())["rejected_reload"] is None
+
+
+async def test_an_edit_to_the_env_file_is_reloaded_without_touching_the_yaml(
+    upstream: Upstream,
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
+    tmp_path: Path,
+) -> None:
+    config_file = tmp_path / "corsproxy.yaml"
+    (tmp_path / ".env").write_text("TOKEN=first\n")
+    config_file.write_text(
+        f"routes:\n  - path: /\n    upstream: {upstream.url}\n    request_headers:\n"
+        "      X-Token: ${TOKEN}\n"
+    )
+    client = await aiohttp_client(
+        ProxyTestServer(create_app(load_config(config_file, {}), watch=config_file))
+    )
+
+    async def token_seen() -> str:
+        await (await client.get("/")).read()
+        return upstream.received[-1].headers["X-Token"]
+
+    assert await token_seen() == "first"
+    (tmp_path / ".env").write_text("TOKEN=second-and-longer\n")
+    for _ in range(50):  # the watcher polls once a second
+        if await token_seen() == "second-and-longer":
+            break
+        await asyncio.sleep(0.1)
+    assert await token_seen() == "second-and-longer"
 
 
 async def test_three_routes_reach_three_upstreams_one_of_them_over_https(

@@ -228,8 +228,10 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     host, port = config.server.host, config.server.port
     config_file = args.file or args.config or env.get(ENV_CONFIG)
     watch = Path(config_file) if config_file and not args.no_reload else None
-    warning = exposure_warning(host)
-    if warning:
+    if env.get(ENV_IN_CONTAINER) == "1" and host in UNSPECIFIED_HOSTS:
+        # The image listens on every interface on purpose: what matters is where it is published.
+        print(f"corsproxy: {CONTAINER_NOTE}", file=sys.stderr)
+    elif warning := exposure_warning(host):
         print(f"WARNING: {warning}", file=sys.stderr)
     ssl_context = server_tls_context(config)
     workers = args.workers
@@ -314,8 +316,18 @@ def banner(config: Config) -> str:
     return "\n".join(lines)
 
 
+# Set by the container image (Dockerfile), where listening on every interface is intended.
+ENV_IN_CONTAINER = "CORSPROXY_IN_CONTAINER"
+UNSPECIFIED_HOSTS = ("0.0.0.0", "::", "[::]")
+CONTAINER_NOTE = (
+    "listening on every interface inside the container; publish the port on the host's loopback "
+    "only (docker run -p 127.0.0.1:8080:8080, or ports: ['127.0.0.1:8080:8080'] in compose), or "
+    "other machines on the network can use this proxy and any credentials it injects"
+)
+
+
 def exposure_warning(host: str) -> str | None:
-    """Design promise 3: loopback unless told otherwise, and then say what it means."""
+    """Loopback unless told otherwise (README, "Safe by default"), and then say what it means."""
     if host in ("localhost", ""):
         return None
     try:

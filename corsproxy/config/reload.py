@@ -1,5 +1,6 @@
-"""Hot reload: watch the config file; a valid change takes effect for new requests,
-an invalid one is reported (every error with its line) and the last good config stays."""
+"""Hot reload: watch the config file and the .env it reads; a valid change takes effect for
+new requests, an invalid one is reported (every error with its line) and the last good
+config stays."""
 
 from __future__ import annotations
 
@@ -25,32 +26,45 @@ def _stamp(path: Path) -> tuple[float, int] | None:
     return (info.st_mtime, info.st_size)
 
 
+def watched(path: Path, config: Config) -> tuple[Path, ...]:
+    """The files a config is made of: itself and the .env it read (or the .env beside it,
+    which it would read once it exists)."""
+    env_file = Path(config.env_file) if config.env_file else path.parent / ".env"
+    return (path, env_file)
+
+
 async def watch_config(
     path: Path,
     current: Config,
     apply: Callable[[Config], None],
     interval: float = DEFAULT_INTERVAL,
+    reject: Callable[[ConfigError], None] | None = None,
 ) -> None:
-    """Poll the file's modification time and size. Polling needs no extra dependency and
+    """Poll the files' modification times and sizes. Polling needs no extra dependency and
     works on every file system, including bind mounts into containers, where inotify
-    events often never arrive."""
-    last = _stamp(path)
+    events often never arrive. ``reject`` hears of a change that was refused."""
+    files = watched(path, current)
+    last = tuple(_stamp(file) for file in files)
     while True:
         await asyncio.sleep(interval)
-        stamp = _stamp(path)
-        if stamp == last:
+        stamps = tuple(_stamp(file) for file in files)
+        if stamps == last:
             continue
-        last = stamp
-        if stamp is None:
+        last = stamps
+        if stamps[0] is None:
             log.error("config %s disappeared; still serving the last good config", path)
             continue
         try:
             new = load_config(path, os.environ)
         except ConfigError as error:
             log.error("config change rejected, still serving the last good config:\n%s", error.render())
+            if reject is not None:
+                reject(error)
             continue
         if new.server.host != current.server.host or new.server.port != current.server.port:
             log.warning("server.host and server.port changes take effect after a restart")
         apply(new)
         current = new
+        files = watched(path, new)
+        last = tuple(_stamp(file) for file in files)
         log.info("config reloaded from %s: %d route(s), %d rule(s)", path, len(new.routes), len(new.rules))

@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.http import HttpVersion11
 
 from corsproxy.answers import Answer, decorate, failure_answer, preflight_answer, refusal_answer
-from corsproxy.config.model import Config
+from corsproxy.config.model import Config, ConfigError
 from corsproxy.config.reload import watch_config
 from corsproxy.errors import UpstreamBrokeOff, UpstreamError
 from corsproxy.flow import OWN_PREFIX, Forward, Preflight, Refuse, RequestHead, plan
@@ -69,8 +69,12 @@ def _config_watcher(path: Path) -> Callable[[web.Application], AsyncIterator[Non
         def apply(config: Config) -> None:
             # Swapped whole: a request in flight keeps the Runtime it started with.
             state.runtime = Runtime.build(config)
+            state.rejected_reload = None
 
-        task = asyncio.create_task(watch_config(path, state.runtime.config, apply))
+        def reject(error: ConfigError) -> None:
+            state.rejected_reload = error
+
+        task = asyncio.create_task(watch_config(path, state.runtime.config, apply, reject=reject))
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -104,6 +108,10 @@ async def health(request: web.Request) -> web.Response:
             "routes": [{"path": route.path, "upstream": route.upstream} for route in config.routes],
             "uptime_seconds": round(time.time() - state.started, 3),
             "front_door": {"served": state.front_door.served, "handed_off": state.front_door.handed_off},
+            # A config change that hot reload refused: the proxy still serves the last good one.
+            "rejected_reload": None
+            if state.rejected_reload is None
+            else {"source": state.rejected_reload.source, "errors": state.rejected_reload.errors},
         }
     )
 
