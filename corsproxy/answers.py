@@ -21,6 +21,9 @@ from corsproxy.flow import Forward, Refuse
 from corsproxy.upstream.header_rules import returned_headers
 
 TEXT_PLAIN = "text/plain; charset=utf-8"
+# On every answer corsproxy makes itself instead of the upstream's (a refusal, a failure):
+# tools (`corsproxy check`) tell them from the upstream's own 404s and 502s by it.
+ANSWER_MARK = "Corsproxy-Answer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,21 +35,22 @@ class Answer:
     body: bytes
 
 
-def text_answer(status: int, text: str, decision: Decision | None) -> Answer:
+def text_answer(status: int, text: str, decision: Decision | None, kind: str) -> Answer:
     headers: CIMultiDict[str] = CIMultiDict()
     headers["Content-Type"] = TEXT_PLAIN
+    headers[ANSWER_MARK] = kind
     if decision is not None:
         add_cors_headers(headers, decision, VARY_ORIGIN)
     return Answer(status, headers, (text + "\n").encode())
 
 
 def refusal_answer(refuse: Refuse) -> Answer:
-    return text_answer(refuse.status, refuse.reason, refuse.decision if refuse.cors else None)
+    return text_answer(refuse.status, refuse.reason, refuse.decision if refuse.cors else None, "refused")
 
 
 def failure_answer(error: UpstreamError, decision: Decision) -> Answer:
     """The proxy's answer when the upstream gave none: 502, 503 or 504 naming the cause."""
-    return text_answer(error.status, error.message, decision)
+    return text_answer(error.status, error.message, decision, "failed")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -58,6 +62,7 @@ def preflight_answer(decision: Decision) -> tuple[int, tuple[tuple[str, str], ..
     if decision.allowed:
         return 204, tuple(headers.items()), None
     headers["Content-Type"] = TEXT_PLAIN
+    headers[ANSWER_MARK] = "refused"
     body = f"CORS preflight refused by corsproxy: {decision.reason}\n".encode()
     return 403, tuple(headers.items()), body
 

@@ -417,3 +417,83 @@ async def test_private_network_access_needs_the_rules_file(make_api: ApiFactory)
     assert report["fix"]["command"] is None
     assert report["fix"]["yaml"].endswith("    allow_private_network: true\n")
     assert api.seen[0][1]["Access-Control-Request-Private-Network"] == "true"
+
+
+# -- check knows when it talks to corsproxy ------------------------------------------------
+
+
+async def test_via_maps_the_url_through_the_proxys_route_prefix(
+    make_api: ApiFactory, proxy_server: ProxyServerFactory
+) -> None:
+    api = await make_api(preflight_status=405)
+    config = parse_config(f'routes:\n  - path: /httpbin\n    upstream: "{api.url}/v1"\n', "t.yaml", {})
+    proxy = await proxy_server(create_app(config))
+    code, report = await check_json(
+        api.url + "/v1/items?page=2", "--origin", PAGE, "--via", str(proxy.make_url(""))
+    )
+    assert (code, report["verdict"]) == (0, "ALLOWED")
+    assert report["via"]["url"] == str(proxy.make_url("/httpbin/items?page=2"))
+    # Both reached the API, the second through the route: no 404 of corsproxy's.
+    assert api.methods == ["GET", "GET"]
+    # The verdict through the proxy is ALLOWED: no fix is offered.
+    assert report["fix"] is None
+
+
+async def test_via_names_the_routes_when_none_forwards_to_the_url(
+    make_api: ApiFactory, proxy_server: ProxyServerFactory
+) -> None:
+    api = await make_api()
+    config = parse_config(
+        'routes:\n  - path: /other\n    upstream: "https://elsewhere.example"\n', "t.yaml", {}
+    )
+    proxy = await proxy_server(create_app(config))
+    code, _, err = await check(api.url + "/items", "--origin", PAGE, "--via", str(proxy.make_url("")))
+    assert code == 2
+    assert f"has no route to {api.url}/items" in err
+    assert "/other -> https://elsewhere.example" in err
+
+
+async def test_corsproxys_own_answer_is_reported_as_such_and_the_fix_is_in_its_rules(
+    make_api: ApiFactory, proxy_server: ProxyServerFactory
+) -> None:
+    api = await make_api()
+    config = parse_config(
+        f'upstream: "{api.url}"\nrules:\n  - origins: ["http://localhost:3000"]\n', "t.yaml", {}
+    )
+    proxy = await proxy_server(create_app(config))
+    code, out, _ = await check(str(proxy.make_url("/items")), "--origin", PAGE, "-X", "PUT")
+    assert code == 1
+    # Not "put corsproxy in front of corsproxy": the rule to change, with its key and line.
+    assert "is served by corsproxy already: change its rules" in out
+    assert "to allow it, add 'http://localhost:5173' to rules[0].origins (line 3)" in out
+    assert "corsproxy serve --upstream" not in out
+
+
+async def test_corsproxys_own_404_is_never_allowed(proxy_server: ProxyServerFactory) -> None:
+    config = parse_config('routes:\n  - path: /api\n    upstream: "http://127.0.0.1:9"\n', "t.yaml", {})
+    proxy = await proxy_server(create_app(config))
+    code, report = await check_json(str(proxy.make_url("/nowhere")), "--origin", PAGE)
+    assert (code, report["verdict"]) == (1, "BLOCKED")
+    (finding,) = report["direct"]["findings"]
+    assert finding["code"] == "answered-by-corsproxy"
+    assert (
+        "this 404 is corsproxy's own answer (refused), not the upstream's: no route for /nowhere"
+        in finding["message"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("origin", "proxy_base"),
+    [
+        pytest.param("http://localhost:5173", "http://localhost:8080", id="a page on localhost"),
+        pytest.param("http://127.0.0.1:5173", "http://127.0.0.1:8080", id="a page on 127.0.0.1"),
+    ],
+)
+async def test_the_fix_calls_the_proxy_on_the_pages_own_host_name(
+    make_api: ApiFactory, origin: str, proxy_base: str
+) -> None:
+    """localhost and 127.0.0.1 are different sites: a credentialed page would lose its cookies."""
+    api = await make_api(preflight_status=405)
+    code, report = await check_json(api.url + "/items/1", "--origin", origin, "-X", "PUT", "--credentials")
+    assert code == 1
+    assert report["fix"]["proxy_url"] == proxy_base + "/items/1"

@@ -201,7 +201,8 @@ async def test_health_answers_json(upstream: Upstream, make_proxy: ProxyFactory)
     assert response.status == 200
     data = loads(await response.read())
     assert data["status"] == "ok"
-    assert data["routes"] == [{"path": "/", "upstream": upstream.url}]
+    assert data["routes"] == [{"path": "/", "upstream": upstream.url, "strip_prefix": True}]
+    assert data["rejected_reload"] is None
     assert upstream.received == []
 
 

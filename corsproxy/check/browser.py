@@ -94,6 +94,9 @@ class Code(StrEnum):
     METHOD_NOT_ALLOWED = "method-not-allowed"
     INVALID_ALLOW_LIST = "invalid-allow-list"
     PRIVATE_NETWORK_NOT_ALLOWED = "private-network-not-allowed"
+    # Not a browser check: the answer is corsproxy's own (a refusal, an unreachable
+    # upstream), not the upstream's, so the request does not do what the page wants.
+    ANSWERED_BY_CORSPROXY = "answered-by-corsproxy"
 
 
 @dataclass(frozen=True)

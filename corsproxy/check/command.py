@@ -25,6 +25,7 @@ from yarl import URL
 from corsproxy.check.browser import (
     FORBIDDEN_METHODS,
     BrowserRequest,
+    Code,
     Finding,
     check_preflight,
     check_response,
@@ -42,9 +43,13 @@ EXIT_BLOCKED = 1
 EXIT_ERROR = 2
 DEFAULT_TIMEOUT = 10.0
 # Where `corsproxy serve` listens unless told otherwise.
-PROXY_BASE = "http://localhost:8080"
-# Enough of a refused preflight's body to show the server's reason (corsproxy gives one).
-EXCERPT_BYTES = 200
+PROXY_PORT = 8080
+# The header corsproxy puts on the answers it makes itself (answers.py, ANSWER_MARK).
+ANSWER_MARK = "corsproxy-answer"
+HEALTH_PATH = "/__corsproxy/health"
+# Enough of a refused preflight's body to show the server's reason (corsproxy gives one, with
+# what to change where).
+EXCERPT_BYTES = 1024
 # fetch() gives a string body this type unless the script sets one (Fetch, "extract a body").
 STRING_BODY_TYPE = "text/plain;charset=UTF-8"
 
@@ -107,6 +112,8 @@ class Fix:
     command: str | None  # None when the quick mode cannot express it (private network access)
     proxy_url: str
     yaml: str
+    # The URL is a corsproxy already: what its own refusal says to change in its rules.
+    config_advice: str | None = None
 
 
 @dataclass(frozen=True)
@@ -299,15 +306,67 @@ async def run_checks(options: CheckOptions) -> Report:
         direct = await _check_target(session, options, options.url, bool(reasons), None)
         through = None
         if options.via is not None:
-            target = via_target(options.via, options.url)
+            routes = await _proxy_routes(session, options.via)
+            target = via_target(options.via, options.url, routes)
             through = await _check_target(session, options, target, bool(reasons), str(options.via))
-    fix = None if direct.allowed else fix_for(options)
+    final = through or direct
+    # corsproxy marks the answers it makes itself: the URL is a corsproxy already.
+    served_by_corsproxy = any(
+        name.lower() == ANSWER_MARK for exchange in direct.exchanges for name, _ in exchange.headers
+    )
+    if final.allowed:
+        fix: Fix | None = None
+    elif served_by_corsproxy and through is None:
+        fix = proxy_config_fix(options, direct)
+    else:
+        fix = fix_for(options)
     return Report(options, tuple(reasons), direct, through, fix)
 
 
-def via_target(via: URL, url: URL) -> URL:
-    """The URL's path and query appended to the proxy's base, as the page would call it."""
-    return URL(str(via).rstrip("/") + url.raw_path_qs, encoded=True)
+Routes = list[dict[str, Any]]
+
+
+async def _proxy_routes(session: aiohttp.ClientSession, base: URL) -> Routes | None:
+    """The routes of the corsproxy at ``base`` (its /__corsproxy/health), or None when no
+    corsproxy answers there."""
+    try:
+        async with session.get(base.with_path(HEALTH_PATH).with_query(None)) as answer:
+            if answer.status != 200:
+                return None
+            data = await answer.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    if not isinstance(data, dict) or "front_door" not in data or not isinstance(data.get("routes"), list):
+        return None
+    return [route for route in data["routes"] if isinstance(route, dict)]
+
+
+def via_target(via: URL, url: URL, routes: Routes | None = None) -> URL:
+    """The URL as the page would call it through the proxy: mapped through the proxy's
+    routes (the prefix of the route whose upstream serves the URL), or, when ``via`` is no
+    corsproxy, the URL's path and query appended to ``via``."""
+    base = str(via).rstrip("/")
+    if routes is None:
+        return URL(base + url.raw_path_qs, encoded=True)
+    best: tuple[int, str] | None = None
+    for route in routes:
+        upstream = URL(str(route.get("upstream", "")))
+        if upstream.origin() != url.origin():
+            continue
+        upstream_path = upstream.raw_path.rstrip("/")
+        path = url.raw_path
+        if path != upstream_path and not path.startswith(upstream_path + "/"):
+            continue
+        rest = path[len(upstream_path) :]
+        prefix = str(route.get("path", "/")).rstrip("/")
+        mapped = prefix + rest if route.get("strip_prefix", True) else rest
+        if best is None or len(upstream_path) > best[0]:
+            best = (len(upstream_path), mapped or "/")
+    if best is None:
+        known = ", ".join(f"{route.get('path')} -> {route.get('upstream')}" for route in routes)
+        raise CheckError(f"the corsproxy at {via} has no route to {url} (its routes: {known}); add one")
+    query = f"?{url.raw_query_string}" if url.raw_query_string else ""
+    return URL(base + best[1] + query, encoded=True)
 
 
 async def _check_target(
@@ -337,6 +396,12 @@ async def _check_target(
     if 300 <= answer.status < 400 and location:
         notes.append(f"redirect to {location} not followed: the browser would check CORS again there")
     findings = check_response(request, answer.headers, via=via)
+    kind = dict((name.lower(), value) for name, value in answer.headers).get(ANSWER_MARK)
+    if kind is not None:
+        message = (
+            f"this {answer.status} is corsproxy's own answer ({kind}), not the upstream's: {answer.excerpt}"
+        )
+        findings.append(Finding(Code.ANSWERED_BY_CORSPROXY, "response", message))
     return Verdict(str(target), tuple(exchanges), tuple(findings), tuple(notes))
 
 
@@ -352,7 +417,8 @@ async def _send(
         async with session.request(method, url, headers=headers, data=body, allow_redirects=False) as answer:
             excerpt = ""
             refused_preflight = method == "OPTIONS" and not 200 <= answer.status <= 299
-            if refused_preflight and "Content-Encoding" not in answer.headers:
+            explained = refused_preflight or ANSWER_MARK in answer.headers
+            if explained and "Content-Encoding" not in answer.headers:
                 text = (await answer.content.read(EXCERPT_BYTES)).decode("utf-8", "replace").strip()
                 excerpt = text.splitlines()[0] if text else ""
             return Exchange(
@@ -404,7 +470,23 @@ def fix_for(options: CheckOptions) -> Fix:
     lines.append(f"    allow_credentials: {json.dumps(request.credentials)}")
     if request.private_network:
         lines.append("    allow_private_network: true")
-    return Fix(command, PROXY_BASE + options.url.raw_path_qs, "\n".join(lines) + "\n")
+    return Fix(command, proxy_base_for(request.origin) + options.url.raw_path_qs, "\n".join(lines) + "\n")
+
+
+def proxy_base_for(origin: str) -> str:
+    """Where the page should call the proxy: on the page's own host name (localhost,
+    127.0.0.1 or [::1]), so that a credentialed page and the proxy are the same site."""
+    host = URL(origin).host or "localhost"
+    shown = f"[{host}]" if ":" in host else host
+    loopback = host in ("localhost", "127.0.0.1", "::1") or host.endswith(".localhost")
+    return f"http://{shown if loopback else 'localhost'}:{PROXY_PORT}"
+
+
+def proxy_config_fix(options: CheckOptions, direct: Verdict) -> Fix:
+    """The URL is served by corsproxy already: the fix is in its rules, not a second proxy."""
+    reasons = [exchange.excerpt for exchange in direct.exchanges if exchange.excerpt]
+    advice = reasons[-1] if reasons else "see the running corsproxy's log line for this request"
+    return Fix(None, str(options.url), "", config_advice=advice)
 
 
 # -- output --------------------------------------------------------------------------
@@ -446,6 +528,11 @@ def _render_verdict(label: str, verdict: Verdict) -> list[str]:
 
 
 def _render_fix(fix: Fix) -> list[str]:
+    if fix.config_advice is not None:
+        return [
+            f"Fix: {fix.proxy_url} is served by corsproxy already: change its rules, not a proxy in front",
+            f"  {fix.config_advice}",
+        ]
     lines = ["Fix: put corsproxy in front of the API"]
     if fix.command is not None:
         lines += [f"  {fix.command}", f"  then fetch {fix.proxy_url} from the page"]

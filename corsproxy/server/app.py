@@ -105,7 +105,10 @@ async def health(request: web.Request) -> web.Response:
             # Tells --workers processes apart.
             "pid": os.getpid(),
             "config": config.source,
-            "routes": [{"path": route.path, "upstream": route.upstream} for route in config.routes],
+            "routes": [
+                {"path": route.path, "upstream": route.upstream, "strip_prefix": route.strip_prefix}
+                for route in config.routes
+            ],
             "uptime_seconds": round(time.time() - state.started, 3),
             "front_door": {"served": state.front_door.served, "handed_off": state.front_door.handed_off},
             # A config change that hot reload refused: the proxy still serves the last good one.
