@@ -497,3 +497,17 @@ async def test_the_fix_calls_the_proxy_on_the_pages_own_host_name(
     code, report = await check_json(api.url + "/items/1", "--origin", origin, "-X", "PUT", "--credentials")
     assert code == 1
     assert report["fix"]["proxy_url"] == proxy_base + "/items/1"
+
+
+async def test_a_credentialed_page_and_the_proxy_on_different_loopback_names_are_warned_about(
+    make_api: ApiFactory, proxy_server: ProxyServerFactory
+) -> None:
+    api = await make_api()
+    config = parse_config(
+        f'upstream: "{api.url}"\nrules:\n  - origins: ["{PAGE}"]\n    allow_credentials: true\n', "t.yaml", {}
+    )
+    proxy = await proxy_server(create_app(config))
+    via = str(proxy.make_url(""))  # http://127.0.0.1:PORT, while the page is on localhost
+    _, out, _ = await check(api.url + "/items", "--origin", PAGE, "--credentials", "--via", via)
+    assert "the page is on localhost and the proxy on 127.0.0.1, which are different sites" in out
+    assert f"call it as http://localhost:{proxy.port}" in out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import shlex
 import socket
@@ -309,6 +310,9 @@ async def run_checks(options: CheckOptions) -> Report:
             routes = await _proxy_routes(session, options.via)
             target = via_target(options.via, options.url, routes)
             through = await _check_target(session, options, target, bool(reasons), str(options.via))
+            warning = different_sites(options.request, options.via)
+            if warning is not None:
+                through = dataclasses.replace(through, notes=(*through.notes, warning))
     final = through or direct
     # corsproxy marks the answers it makes itself: the URL is a corsproxy already.
     served_by_corsproxy = any(
@@ -471,6 +475,21 @@ def fix_for(options: CheckOptions) -> Fix:
     if request.private_network:
         lines.append("    allow_private_network: true")
     return Fix(command, proxy_base_for(request.origin) + options.url.raw_path_qs, "\n".join(lines) + "\n")
+
+
+def different_sites(request: BrowserRequest, via: URL) -> str | None:
+    """A credentialed page and the proxy on different loopback names (localhost and
+    127.0.0.1 are different sites): the browser keeps their cookies apart, silently."""
+    page_host, proxy_host = URL(request.origin).host, via.host
+    if not request.credentials or page_host is None or proxy_host is None or page_host == proxy_host:
+        return None
+    proxy_port = via.port or PROXY_PORT
+    shown = f"[{page_host}]" if ":" in page_host else page_host
+    return (
+        f"warning: the page is on {page_host} and the proxy on {proxy_host}, which are different sites: "
+        f"cookies set through the proxy will not be sent with credentials; call it as "
+        f"http://{shown}:{proxy_port}"
+    )
 
 
 def proxy_base_for(origin: str) -> str:
