@@ -1,4 +1,4 @@
-"""The configuration: frozen, typed dataclasses, and the entry points that load them.
+"""The configuration: frozen, typed dataclasses, and the problems a configuration can have.
 
 Validation lives in ``checker.py`` and reading a file in ``loader.py``; this module only says
 what a valid configuration is.
