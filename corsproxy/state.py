@@ -94,6 +94,8 @@ class ProxyState:
         self.front_door = FrontDoorCounts()
         self.started = time.time()
         self.exchanges = ExchangeLog()
+        # Requests being forwarded now: the shutdown message counts them.
+        self.in_flight = 0
         # The last config change hot reload refused, until a good one loads.
         self.rejected_reload: ConfigError | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -154,6 +156,12 @@ class ProxyState:
                 proxy_answer=proxy_answer,
             )
         )
+
+    async def close_clients(self) -> None:
+        """Close aiohttp's client session if shutdown was cut short before it could."""
+        session, self._session, self._client = self._session, None, None
+        if session is not None and not session.closed:
+            await session.close()
 
     @property
     def client(self) -> AiohttpClient:

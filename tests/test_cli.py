@@ -402,3 +402,33 @@ def test_inside_the_container_image_the_all_interfaces_bind_is_a_note_on_publish
     _, err = proxy.communicate(timeout=15)
     assert "WARNING" not in err
     assert "publish the port on the host's loopback only (docker run -p 127.0.0.1:8080:8080" in err
+
+
+def test_ctrl_c_says_what_it_waits_for_and_a_second_one_stops_at_once_and_cleanly(
+    started: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    upstream_port, proxy_port = free_port(), free_port()
+    start_slow_upstream(started, tmp_path, upstream_port, seconds=20, text="late")
+    proxy = spawn(
+        started,
+        "serve",
+        "--upstream",
+        f"http://127.0.0.1:{upstream_port}",
+        "--port",
+        str(proxy_port),
+        "--grace",
+        "10",
+    )
+    wait_for_port(proxy_port, proxy)
+    with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as connection:
+        connection.sendall(b"GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        time.sleep(0.5)
+        proxy.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        proxy.send_signal(signal.SIGINT)
+        signalled = time.monotonic()
+        _, err = proxy.communicate(timeout=15)
+    assert time.monotonic() - signalled < 5, "the second Ctrl-C did not stop at once"
+    assert "waiting up to 10 s for 1 request(s) in flight (Ctrl-C again to stop now)" in err
+    assert "Unclosed client session" not in err
+    assert "Traceback" not in err

@@ -187,9 +187,13 @@ async def proxy(request: web.Request) -> web.StreamResponse:
                 Outcome(head, response, started, decided.decision, error=decided.error or decided.reason)
             )
         return response
-    if decided.websocket:
-        return await open_websocket(request, state, head, decided, started)
-    return await forward(request, state, head, decided, started)
+    state.in_flight += 1
+    try:
+        if decided.websocket:
+            return await open_websocket(request, state, head, decided, started)
+        return await forward(request, state, head, decided, started)
+    finally:
+        state.in_flight -= 1
 
 
 async def forward(

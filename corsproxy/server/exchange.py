@@ -106,6 +106,7 @@ class FrontExchange:
         if head.method not in BODYLESS_METHODS and "Content-Length" not in sent:
             sent["Content-Length"] = "0"
         close = self.must_close(forwarding.close)
+        state.in_flight += 1
         try:
             await take_upstream_slot(state, forwarding.route)
             try:
@@ -126,6 +127,8 @@ class FrontExchange:
                     stopping = ProxyStopping("corsproxy shut down before the upstream answered")
                     self.answer_failure(forwarding, stopping)
             raise
+        finally:
+            state.in_flight -= 1
         return close
 
     async def relay(self, forwarding: Forward, answer: LeanAnswer) -> bool:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import errno
 import ssl
+import sys
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -58,6 +59,14 @@ async def _serve(
         await asyncio.Event().wait()  # until a signal raises GracefulExit
     finally:
         # Stop listening, let requests in flight finish within the grace period, close.
+        waiting = app[STATE].in_flight
+        if waiting:
+            print(
+                f"corsproxy: stopping; waiting up to {grace:g} s for {waiting} request(s) in flight "
+                "(Ctrl-C again to stop now)",
+                file=sys.stderr,
+                flush=True,
+            )
         await runner.cleanup()
 
 
@@ -82,9 +91,12 @@ def run(
         pass
     finally:
         if not main.done():
+            # A second signal during the grace period: stop now, closing what the graceful
+            # shutdown would have closed, so nothing is left unclosed.
             main.cancel()
             with contextlib.suppress(asyncio.CancelledError, GracefulExit):
                 loop.run_until_complete(main)
+        loop.run_until_complete(app[STATE].close_clients())
         leftover = asyncio.all_tasks(loop)
         for task in leftover:
             task.cancel()
