@@ -157,6 +157,11 @@ class ProxyState:
             )
         )
 
+    def rejected_reload_summary(self) -> dict[str, object] | None:
+        """The config edit hot reload refused, as /health and the inspector show it."""
+        rejected = self.rejected_reload
+        return None if rejected is None else {"source": rejected.source, "errors": rejected.errors}
+
     async def close_clients(self) -> None:
         """Close aiohttp's client session if shutdown was cut short before it could."""
         session, self._session, self._client = self._session, None, None

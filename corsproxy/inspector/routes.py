@@ -229,7 +229,10 @@ async def _end_streams(app: web.Application) -> None:
 
 
 async def config_summary(request: web.Request) -> web.Response:
-    return web.json_response(describe_config(request.app[STATE].runtime.config))
+    state = request.app[STATE]
+    summary = describe_config(state.runtime.config)
+    summary["rejected_reload"] = state.rejected_reload_summary()
+    return web.json_response(summary)
 
 
 def describe_config(config: Config) -> dict[str, Any]:

@@ -112,9 +112,7 @@ async def health(request: web.Request) -> web.Response:
             "uptime_seconds": round(time.time() - state.started, 3),
             "front_door": {"served": state.front_door.served, "handed_off": state.front_door.handed_off},
             # A config change that hot reload refused: the proxy still serves the last good one.
-            "rejected_reload": None
-            if state.rejected_reload is None
-            else {"source": state.rejected_reload.source, "errors": state.rejected_reload.errors},
+            "rejected_reload": state.rejected_reload_summary(),
         }
     )
 

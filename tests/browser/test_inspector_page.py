@@ -4,10 +4,13 @@ tells an allowed request from a blocked one."""
 from __future__ import annotations
 
 import urllib.request
+from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import API_KEY, ARTIFACTS, Stack, Tab
+from corsproxy import create_app, load_config
+from corsproxy.server.runner import ProxyRunner
+from tests.browser.conftest import API_KEY, ARTIFACTS, Stack, Tab, bound_socket
 
 
 def open_inspector(tab: Tab, stack: Stack) -> Page:
@@ -138,3 +141,35 @@ def test_the_try_panel_has_no_record_of_a_request_that_bypassed_the_proxy(stack:
     expect(page.locator("#try-record")).to_contain_text(
         "No record: the request did not go through this proxy"
     )
+
+
+def test_a_rejected_reload_shows_as_a_banner_and_routes_update_live(
+    stack: Stack, tab: Tab, tmp_path: Path
+) -> None:
+    """The inspector is as current as the terminal: no page reload needed for either."""
+    config_file = tmp_path / "corsproxy.yaml"
+    config_file.write_text(f"routes:\n  - path: /first\n    upstream: {stack.upstream}\n")
+    # The socket is the runner's from here: the stack closes it with its servers.
+    sock, port = bound_socket()
+    app = create_app(load_config(config_file, {}), watch=config_file)
+    stack.servers.serve(app, sock, ProxyRunner)
+    page = tab.page
+    page.goto(f"http://localhost:{port}/__corsproxy/")
+    page.evaluate("window.notReloaded = true")
+    page.locator("#config-panel summary").click()
+    expect(page.locator("#routes tbody")).to_contain_text("/first")
+    expect(page.locator("#reload-banner")).to_be_hidden()
+
+    config_file.write_text(
+        f"routes:\n  - path: /first\n    upstream: {stack.upstream}\n    max_body_size: -1\n"
+    )
+    banner = page.locator("#reload-banner")
+    expect(banner).to_be_visible(timeout=10_000)
+    expect(banner).to_contain_text("still serving the last good config")
+    expect(banner).to_contain_text("routes[0].max_body_size: must be a positive integer, got -1 (line 4)")
+
+    config_file.write_text(f"routes:\n  - path: /second\n    upstream: {stack.upstream}\n")
+    expect(page.locator("#routes tbody")).to_contain_text("/second", timeout=10_000)
+    expect(banner).to_be_hidden()
+    assert page.evaluate("window.notReloaded") is True
+    assert tab.errors() == []

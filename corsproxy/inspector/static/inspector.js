@@ -196,7 +196,27 @@ async function loadConfig() {
   if (!url.value && config.routes.length) {
     url.value = new URL(config.routes[0].path, location.origin).href;
   }
+  showRejectedReload(config.rejected_reload);
 }
+
+// A config edit that hot reload refused: shown until a good one loads, as in the terminal.
+function showRejectedReload(rejected) {
+  const banner = $("#reload-banner");
+  if (!rejected) {
+    banner.hidden = true;
+    banner.replaceChildren();
+    return;
+  }
+  banner.hidden = false;
+  banner.replaceChildren(
+    el("strong", {}, `A change to ${rejected.source} was rejected; still serving the last good config:`),
+    el("ul", {}, ...rejected.errors.map((error) => el("li", { className: "mono" }, error))),
+  );
+}
+
+// Routes, rules and a rejected reload stay as current as the terminal: the config is
+// read again every few seconds (a reload changes it without a page reload).
+const CONFIG_REFRESH_MS = 2000;
 
 // ---- try a request ----------------------------------------------------------------------
 
@@ -318,4 +338,5 @@ document.addEventListener("DOMContentLoaded", () => {
   loadConfig().catch((error) => {
     $("#config-source").textContent = `could not load the configuration: ${error.message}`;
   });
+  setInterval(() => loadConfig().catch(() => {}), CONFIG_REFRESH_MS);
 });
