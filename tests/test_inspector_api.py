@@ -422,3 +422,18 @@ async def test_an_answer_corsproxy_made_itself_is_never_shown_as_allowed(
     detail = await get_json(client, f"/__corsproxy/api/exchanges/{summary['id']}")
     assert detail["browser"]["allowed"] is False
     assert [finding["code"] for finding in detail["browser"]["findings"]] == ["answered-by-corsproxy"]
+
+
+async def test_the_live_list_starts_with_every_exchange_the_record_keeps(
+    upstream: Upstream, make_proxy: ProxyFactory
+) -> None:
+    """The page shows the last 500, as the README says, not only the newest hundred."""
+    client = await start(upstream, make_proxy)
+    for number in range(150):
+        await (await client.get(f"/api/n{number}")).read()
+    stream = await client.get("/__corsproxy/api/events")
+    name, snapshot, _ = await read_event(stream)
+    assert name == "snapshot"
+    assert len(snapshot) == 150
+    assert (snapshot[0]["path"], snapshot[-1]["path"]) == ("/api/n149", "/api/n0")
+    stream.close()

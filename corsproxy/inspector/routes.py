@@ -176,7 +176,7 @@ async def exchange_detail(request: web.Request) -> web.Response:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    """Server-Sent Events: ``snapshot`` with the recent exchanges (only those after
+    """Server-Sent Events: ``snapshot`` with every exchange the record keeps (only those after
     Last-Event-ID on a reconnect), then one ``exchange`` event per new exchange."""
     log = request.app[STATE].exchanges
     stream = EventStream()
@@ -184,7 +184,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     # exchange can fall in the gap or arrive twice.
     unsubscribe = log.subscribe(stream.push)
     after = request.headers.get("Last-Event-ID", "")
-    snapshot = [e for e in log.recent(DEFAULT_LIMIT) if not after.isdigit() or e.id > int(after)]
+    snapshot = [e for e in log.recent() if not after.isdigit() or e.id > int(after)]
     streams = request.app[STREAMS]
     streams.add(stream)
     response = web.StreamResponse(
