@@ -177,9 +177,16 @@ def _guard_refusal(
     close = declined_upgrade(head)
     refused = credentials_refusal(head, route, decision, runtime)
     if refused is not None:
-        # The log line names the decision already; the record says what was done about it.
+        # The log line names a refused origin's reason already; any other reason is said here.
         error = f"not forwarded: route {route.prefix} injects credentials"
-        return Refuse(403, refused, decision, close=close, error=error)
+        if refused != decision.reason:
+            error += f": {refused}"
+        body = (
+            f"corsproxy refused to forward: {refused}. Route {route.prefix} injects "
+            "credentials (request_headers), so requests its rules do not allow are not "
+            "forwarded; set refuse_disallowed_origins: false on the route to change that"
+        )
+        return Refuse(403, body, decision, close=close, error=error)
     if websocket and head.headers.get("Origin") is not None and not decision.allowed:
         # Browsers apply no CORS to WebSockets (RFC 6455 section 10.2): the proxy checks
         # Origin itself, before the upgrade.
@@ -204,7 +211,8 @@ def _guard_refusal(
 
 
 def credentials_refusal(head: RequestHead, route: Route, decision: Decision, runtime: Runtime) -> str | None:
-    """Why a request must not reach a route that injects credentials, or None."""
+    """Why a request must not reach a route that injects credentials, or None: a refused
+    origin's reason, a method its rule does not list, or a cross-site request."""
     if not route.config.guards_credentials:
         return None
     # A simple request needs no preflight, so without this check any website could
@@ -218,13 +226,7 @@ def credentials_refusal(head: RequestHead, route: Route, decision: Decision, run
         reason = "a cross-site request without Origin"
     else:
         reason = None
-    if reason is None:
-        return None
-    return (
-        f"corsproxy refused to forward: {reason}. Route {route.prefix} injects "
-        "credentials (request_headers), so requests its rules do not allow are not "
-        "forwarded; set refuse_disallowed_origins: false on the route to change that"
-    )
+    return reason
 
 
 def is_websocket_upgrade(head: RequestHead) -> bool:

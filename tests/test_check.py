@@ -17,9 +17,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
+from yarl import URL
 
 from corsproxy import create_app
-from corsproxy.check.command import check_main
+from corsproxy.check.command import CheckError, check_main, via_target
 from corsproxy.cli.main import build_parser, resolve_config
 from corsproxy.config.checker import parse_config
 from corsproxy.config.model import Config
@@ -511,3 +512,47 @@ async def test_a_credentialed_page_and_the_proxy_on_different_loopback_names_are
     _, out, _ = await check(api.url + "/items", "--origin", PAGE, "--credentials", "--via", via)
     assert "the page is on localhost and the proxy on 127.0.0.1, which are different sites" in out
     assert f"call it as http://localhost:{proxy.port}" in out
+
+
+@pytest.mark.parametrize(
+    ("routes", "url", "mapped"),
+    [
+        pytest.param(
+            [("/httpbin", "http://a/v1", True)], "http://a/v1/items?x=1", "/httpbin/items?x=1", id="a prefix"
+        ),
+        pytest.param(
+            [("/api", "http://a", False)], "http://a/api/users", "/api/users", id="strip_prefix false"
+        ),
+        pytest.param([("/", "https://a:443", True)], "https://a/x", "/x", id="an explicit default port"),
+        pytest.param(
+            [("/", "http://a", True), ("/api", "http://b", True)],
+            "http://b/x",
+            "/api/x",
+            id="the longer prefix",
+        ),
+        pytest.param(
+            [("/", "http://a", True), ("/api", "http://b", True)],
+            "http://a/api/x",
+            None,
+            id="a path the longer prefix shadows is no route",
+        ),
+        pytest.param(
+            [("/api", "http://a", False), ("/", "http://b", True)],
+            "http://a/other",
+            None,
+            id="without strip_prefix the path must lie under the prefix",
+        ),
+    ],
+)
+def test_via_maps_a_url_only_to_a_path_the_proxy_routes_back_to_it(
+    routes: list[tuple[str, str, bool]], url: str, mapped: str | None
+) -> None:
+    listed: list[dict[str, Any]] = [
+        {"path": path, "upstream": upstream, "strip_prefix": strip} for path, upstream, strip in routes
+    ]
+    via = URL("http://127.0.0.1:8080")
+    if mapped is None:
+        with pytest.raises(CheckError, match="has no route to"):
+            via_target(via, URL(url), listed)
+    else:
+        assert str(via_target(via, URL(url), listed)) == "http://127.0.0.1:8080" + mapped

@@ -230,3 +230,23 @@ def test_each_field_table_has_one_reader_per_field_of_its_dataclass(
     """The YAML keys are the dataclasses' field names: a field without a reader could not be
     set, and a reader without a field would fail when the dataclass is built."""
     assert set(table) == {field.name for field in fields(dataclass)} - set(not_from_yaml)
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "wanted"),
+    [
+        pytest.param(
+            "server:\n  host: ''\nupstream: https://a.dev\n", "host", "127.0.0.1", id="an empty host"
+        ),
+        pytest.param(
+            "upstream: https://a.dev\nrules:\n  - path: ''\n    origins: ['*']\n",
+            "rule path",
+            "/**",
+            id="an empty rule path",
+        ),
+    ],
+)
+def test_an_empty_value_means_the_default(text: str, where: str, wanted: str) -> None:
+    """An empty host must never mean every interface; an empty rule path is every path."""
+    config = parse_config(text, "test.yaml", {})
+    assert (config.server.host if where == "host" else config.rules[0].path) == wanted

@@ -9,7 +9,8 @@ import socket
 import pytest
 
 from corsproxy.config.checker import parse_config
-from corsproxy.config.model import ConfigError
+from corsproxy.config.model import ConfigError, RuleConfig
+from corsproxy.cors.policy import Policy
 from tests.conftest import ProxyFactory, Upstream
 
 LOCAL = "http://localhost:5173"
@@ -112,3 +113,25 @@ async def test_a_cookie_to_a_rule_without_credentials_is_logged_as_blocked_by_th
     (line,) = [record.getMessage() for record in caplog.records if "GET /items" in record.getMessage()]
     assert "cors: BLOCKED by the browser, the page sent credentials (a Cookie)" in line
     assert "allowed by" not in line
+
+
+async def test_a_key_route_refusing_a_method_says_which_method_in_the_log(
+    upstream: Upstream, make_proxy: ProxyFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="corsproxy")
+    client = await make_proxy(
+        f"routes:\n  - path: /key\n    upstream: {upstream.url}\n    request_headers:\n      X-Api-Key: k\n"
+        f"rules:\n  - origins: ['{LOCAL}']\n    allow_methods: [GET]\n"
+    )
+    response = await client.delete("/key/x", headers={"Origin": LOCAL})
+    assert response.status == 403
+    (line,) = [record.getMessage() for record in caplog.records if "/key/x" in record.getMessage()]
+    assert "not forwarded: route /key injects credentials: method DELETE is not allowed by rules[0]" in line
+    assert upstream.received == []
+
+
+def test_a_null_origin_is_explained_without_advice_to_allow_it() -> None:
+    policy = Policy((RuleConfig(origins=(LOCAL,), line=3),))
+    reason = policy.explain_origin("/api", "null")
+    assert "sandboxed iframes and file:// pages" in reason
+    assert "to allow it, add 'null'" not in reason

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import socket
 import zlib
 from typing import Any
 
@@ -474,3 +475,23 @@ async def test_both_transports_send_the_upstream_the_same_head(
     assert (app[STATE].front_door.served, app[STATE].front_door.handed_off) == (1, 1)
     via_front, via_aiohttp = await recording_upstream.wait_for_requests(2)
     assert head_of(via_front) == head_of(via_aiohttp)
+
+
+async def test_a_declined_upgrade_whose_upstream_is_down_still_closes_after_the_502(
+    door_to: DoorFactory, recording_upstream: RecordingUpstream
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    yaml_text = config(recording_upstream, key=False).replace(
+        "rules:", f"  - path: /dead\n    upstream: http://127.0.0.1:{closed}\nrules:"
+    )
+    door = await door_to(yaml_text)
+    connection = await door.open()
+    upgrade = raw("GET", "/dead/x", "Upgrade: tcp", "Connection: upgrade")
+    await connection.send(upgrade + raw("GET", "/api/b"))
+    (answer,) = await connection.next_answers()
+    assert (answer.status, answer.get("Connection")) == (502, "close")
+    assert await connection.closed_by_proxy()
+    assert recording_upstream.all_requests == []
+    door.assert_served(1, front_door_can=False)

@@ -347,30 +347,57 @@ async def _proxy_routes(session: aiohttp.ClientSession, base: URL) -> Routes | N
 
 def via_target(via: URL, url: URL, routes: Routes | None = None) -> URL:
     """The URL as the page would call it through the proxy: mapped through the proxy's
-    routes (the prefix of the route whose upstream serves the URL), or, when ``via`` is no
-    corsproxy, the URL's path and query appended to ``via``."""
+    routes (the route whose upstream serves the URL, and which the proxy's longest-prefix
+    match picks again for the mapped path), or, when ``via`` is no corsproxy, the URL's path
+    and query appended to ``via``."""
     base = str(via).rstrip("/")
     if routes is None:
         return URL(base + url.raw_path_qs, encoded=True)
     best: tuple[int, str] | None = None
     for route in routes:
-        upstream = URL(str(route.get("upstream", "")))
-        if upstream.origin() != url.origin():
+        mapped = _mapped_path(route, url)
+        if mapped is None or _route_for(routes, mapped) is not route:
             continue
-        upstream_path = upstream.raw_path.rstrip("/")
-        path = url.raw_path
-        if path != upstream_path and not path.startswith(upstream_path + "/"):
-            continue
-        rest = path[len(upstream_path) :]
-        prefix = str(route.get("path", "/")).rstrip("/")
-        mapped = prefix + rest if route.get("strip_prefix", True) else rest
-        if best is None or len(upstream_path) > best[0]:
-            best = (len(upstream_path), mapped or "/")
+        length = len(URL(str(route.get("upstream", ""))).raw_path.rstrip("/"))
+        if best is None or length > best[0]:
+            best = (length, mapped)
     if best is None:
         known = ", ".join(f"{route.get('path')} -> {route.get('upstream')}" for route in routes)
         raise CheckError(f"the corsproxy at {via} has no route to {url} (its routes: {known}); add one")
     query = f"?{url.raw_query_string}" if url.raw_query_string else ""
     return URL(base + best[1] + query, encoded=True)
+
+
+def _mapped_path(route: dict[str, Any], url: URL) -> str | None:
+    """The proxy-side path that this route forwards to ``url``, or None."""
+    upstream = URL(str(route.get("upstream", "")))
+    # Origins compared with default ports filled in: https://a:443 is https://a.
+    if (upstream.scheme, upstream.host, upstream.port) != (url.scheme, url.host, url.port):
+        return None
+    upstream_path = upstream.raw_path.rstrip("/")
+    path = url.raw_path
+    if path != upstream_path and not path.startswith(upstream_path + "/"):
+        return None
+    rest = path[len(upstream_path) :] or "/"
+    prefix = str(route.get("path", "/")).rstrip("/")
+    if route.get("strip_prefix", True):
+        return prefix + rest if rest != "/" or not prefix else prefix or "/"
+    # Without strip_prefix the upstream sees the prefix too: the rest must lie under it.
+    if prefix and rest != prefix and not rest.startswith(prefix + "/"):
+        return None
+    return rest
+
+
+def _route_for(routes: Routes, path: str) -> dict[str, Any] | None:
+    """The route the proxy picks for ``path``: the longest prefix, whole segments only."""
+    chosen: dict[str, Any] | None = None
+    for route in routes:
+        prefix = str(route.get("path", "/")).rstrip("/")
+        if (not prefix or path == prefix or path.startswith(prefix + "/")) and (
+            chosen is None or len(prefix) > len(str(chosen.get("path", "/")).rstrip("/"))
+        ):
+            chosen = route
+    return chosen
 
 
 async def _check_target(

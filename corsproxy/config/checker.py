@@ -471,8 +471,8 @@ class _Checker:
 
     def rule_path(self, path: str, node: yaml.Node) -> str | None:
         text = self.string(path, node)
-        if text is None:
-            return None
+        if not text:
+            return None  # an empty path is the default, /**
         try:
             compile_glob(text)
         except GlobError as error:
@@ -503,7 +503,8 @@ def _choice(choices: tuple[str, ...]) -> Reader:
 # (tests/test_config.py holds the tables to the dataclasses). Where a reader returns
 # nothing, the problem is recorded and the dataclass's own default stands.
 SERVER_FIELDS: dict[str, Reader] = {
-    "host": _Checker.string,
+    # An empty host is the default (loopback), never "every interface".
+    "host": lambda checker, path, node: checker.string(path, node) or None,
     "port": _Checker.port,
     "allowed_hosts": _strings(lambda text: _host_problem(text)),
     "tls": _Checker.server_tls,

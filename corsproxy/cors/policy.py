@@ -279,7 +279,12 @@ class Policy:
                 "exactly: scheme, host, port, lower case, no trailing slash"
             )
         sent = _sendable(origin)
-        if sent is not None:
+        if sent == "null":
+            reason += (
+                "; 'null' is what sandboxed iframes and file:// pages send: list it only to allow "
+                "every one of them"
+            )
+        elif sent is not None:
             reason += f"; to allow it, add {sent!r} to {where}"
             any_port = _any_port_pattern(sent)
             if any_port is not None:

@@ -221,6 +221,8 @@ def answer_failure(
 ) -> web.Response:
     """The proxy's own answer when the upstream gave none (answers.py), logged and recorded."""
     response = as_response(failure_answer(error, forwarding.decision))
+    if forwarding.close:
+        response.force_close()  # a declined Upgrade (docs/design.md)
     log.warning("%s %s: %s", head.method, head.path, error.message)
     outcome = Outcome(head, response, started, forwarding.decision, error=error.message)
     state.finish(outcome.forwarded(forwarding.target, forwarding.headers, None))
