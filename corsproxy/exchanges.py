@@ -69,9 +69,9 @@ class Exchange:
         from corsproxy.headers import split_list
 
         answer = list(self.response_headers.items())
+        requested = split_list(self.request_headers.get("Access-Control-Request-Headers"))
+        method = self.request_headers.get("Access-Control-Request-Method", "")
         if self.preflight:
-            requested = split_list(self.request_headers.get("Access-Control-Request-Headers"))
-            method = self.request_headers.get("Access-Control-Request-Method", "")
             # A preflight carries no cookies, so whether the page will use credentials is unknown.
             credentials = False
             request = BrowserRequest.from_preflight(self.origin, method, requested, credentials)
@@ -85,7 +85,24 @@ class Exchange:
             # Readable or not, it is not the answer the page asked for: never a green verdict.
             message = f"corsproxy answered {self.status} itself, not the upstream: {self.error}"
             listed.append({"code": "answered-by-corsproxy", "message": message})
-        return {"allowed": not listed, "credentials_assumed": credentials, "findings": listed}
+        verdict: dict[str, Any] = {
+            "allowed": not listed,
+            "credentials_assumed": credentials,
+            "findings": listed,
+        }
+        if not credentials:
+            # No Cookie says the page did not use credentials, or had none yet: the proxy
+            # cannot know the mode, so the other one is judged too.
+            if self.preflight:
+                request = BrowserRequest.from_preflight(self.origin, method, requested, True)
+                other = check_preflight(request, self.status, answer)
+            else:
+                other = check_response(BrowserRequest(self.origin, self.method, (), True), answer)
+            verdict["with_credentials"] = {
+                "allowed": not other and not self.proxy_answer,
+                "findings": [{"code": str(f.code), "message": f.message} for f in other],
+            }
+        return verdict
 
     def detail(self) -> dict[str, Any]:
         data = self.summary()

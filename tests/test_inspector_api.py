@@ -437,3 +437,19 @@ async def test_the_live_list_starts_with_every_exchange_the_record_keeps(
     assert len(snapshot) == 150
     assert (snapshot[0]["path"], snapshot[-1]["path"]) == ("/api/n149", "/api/n0")
     stream.close()
+
+
+async def test_without_a_cookie_the_verdict_also_says_what_credentials_mode_include_would_do(
+    upstream: Upstream, make_proxy: ProxyFactory
+) -> None:
+    """The proxy cannot know a page's credentials mode when no Cookie was sent: quick mode's
+    rule allows no credentials, so the same answer would be blocked with them."""
+    client = await make_proxy(f"upstream: {upstream.url}\n")
+    await (await client.get("/items", headers={"Origin": FRONTEND})).read()
+    [summary] = await get_json(client, "/__corsproxy/api/exchanges?limit=1")
+    browser = (await get_json(client, f"/__corsproxy/api/exchanges/{summary['id']}"))["browser"]
+    assert (browser["allowed"], browser["credentials_assumed"]) == (True, False)
+    assert browser["with_credentials"]["allowed"] is False
+    assert [finding["code"] for finding in browser["with_credentials"]["findings"]] == [
+        "credentials-not-allowed"
+    ]

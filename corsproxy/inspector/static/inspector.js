@@ -137,10 +137,19 @@ async function selectExchange(id) {
   if (browser !== null) {
     verdict.className = `verdict ${browser.allowed ? "allowed" : "refused"}`;
     const credentials = browser.credentials_assumed ? "with credentials" : "without credentials";
-    verdict.textContent = browser.allowed
+    let text = browser.allowed
       ? `The browser accepts this answer (${credentials}).`
       : `The browser rejects this answer (${credentials}): ` +
         browser.findings.map((finding) => `${finding.code}: ${finding.message}`).join("; ");
+    const other = browser.with_credentials;
+    if (other && other.allowed !== browser.allowed) {
+      // No Cookie was sent, so the credentials mode is unknown: say what the other one does.
+      text += other.allowed
+        ? " With credentials (credentials: 'include', withCredentials) it would accept it."
+        : " With credentials (credentials: 'include', withCredentials) it would reject it: " +
+          other.findings.map((finding) => `${finding.code}: ${finding.message}`).join("; ");
+    }
+    verdict.textContent = text;
   }
   $("#detail-error").hidden = !detail.error;
   $("#detail-error").textContent = detail.error ? `Error: ${detail.error}` : "";
