@@ -302,11 +302,12 @@ def test_workers_share_one_port_and_all_stop_on_sigterm(started: list[subprocess
     assert "2 workers sharing the port" in out
 
 
-def test_sigterm_refuses_new_connections_and_exits_within_the_grace_period(
-    started: list[subprocess.Popen[str]], tmp_path: Path
-) -> None:
+def serve_in_front_of_a_slow_upstream(
+    started: list[subprocess.Popen[str]], folder: Path, *, seconds: float, grace: float
+) -> tuple[subprocess.Popen[str], int]:
+    """`corsproxy serve` with ``--grace``, in front of an upstream that answers after ``seconds``."""
     upstream_port, proxy_port = free_port(), free_port()
-    start_slow_upstream(started, tmp_path, upstream_port, seconds=60, text="never")
+    start_slow_upstream(started, folder, upstream_port, seconds=seconds, text="late")
     proxy = spawn(
         started,
         "serve",
@@ -315,9 +316,16 @@ def test_sigterm_refuses_new_connections_and_exits_within_the_grace_period(
         "--port",
         str(proxy_port),
         "--grace",
-        "1",
+        f"{grace:g}",
     )
     wait_for_port(proxy_port, proxy)
+    return proxy, proxy_port
+
+
+def test_sigterm_refuses_new_connections_and_exits_within_the_grace_period(
+    started: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    proxy, proxy_port = serve_in_front_of_a_slow_upstream(started, tmp_path, seconds=60, grace=1)
     hanging = socket.create_connection(("127.0.0.1", proxy_port), timeout=10)
     hanging.sendall(b"GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     time.sleep(0.3)
@@ -407,19 +415,7 @@ def test_inside_the_container_image_the_all_interfaces_bind_is_a_note_on_publish
 def test_ctrl_c_says_what_it_waits_for_and_a_second_one_stops_at_once_and_cleanly(
     started: list[subprocess.Popen[str]], tmp_path: Path
 ) -> None:
-    upstream_port, proxy_port = free_port(), free_port()
-    start_slow_upstream(started, tmp_path, upstream_port, seconds=20, text="late")
-    proxy = spawn(
-        started,
-        "serve",
-        "--upstream",
-        f"http://127.0.0.1:{upstream_port}",
-        "--port",
-        str(proxy_port),
-        "--grace",
-        "10",
-    )
-    wait_for_port(proxy_port, proxy)
+    proxy, proxy_port = serve_in_front_of_a_slow_upstream(started, tmp_path, seconds=20, grace=10)
     with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as connection:
         connection.sendall(b"GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         time.sleep(0.5)
