@@ -25,7 +25,6 @@ class Route:
     prefix: str
     base: URL
     base_path: str  # the upstream's path without its trailing slash
-    injected_names: frozenset[str]
     # Request headers never sent upstream: the injected ones (ours replace the client's)
     # and remove_request_headers, lower-cased.
     dropped_names: frozenset[str]
@@ -52,7 +51,6 @@ class Route:
             prefix=config.path,
             base=base,
             base_path=base.raw_path.rstrip("/"),
-            injected_names=injected,
             dropped_names=injected | {name.lower() for name in config.remove_request_headers},
             path_rewrites=tuple((re.compile(match), replace) for match, replace in config.path_rewrites),
             upstream_origin=str(base.origin()),
