@@ -37,7 +37,9 @@ class Runtime:
 
     @classmethod
     def build(cls, config: Config) -> Runtime:
-        return cls(config, Policy(config.rules), Router(config.routes), HostGuard(config.server))
+        return cls(
+            config, Policy(config.rules, config.source), Router(config.routes), HostGuard(config.server)
+        )
 
 
 class RequestSeen(Protocol):

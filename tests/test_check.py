@@ -464,9 +464,9 @@ async def test_corsproxys_own_answer_is_reported_as_such_and_the_fix_is_in_its_r
     proxy = await proxy_server(create_app(config))
     code, out, _ = await check(str(proxy.make_url("/items")), "--origin", PAGE, "-X", "PUT")
     assert code == 1
-    # Not "put corsproxy in front of corsproxy": the rule to change, with its key and line.
+    # Not "put corsproxy in front of corsproxy": the rule to change, with its key, line and file.
     assert "is served by corsproxy already: change its rules" in out
-    assert "to allow it, add 'http://localhost:5173' to rules[0].origins (line 3)" in out
+    assert "to allow it, add 'http://localhost:5173' to rules[0].origins (line 3 of t.yaml)" in out
     assert "corsproxy serve --upstream" not in out
 
 

@@ -98,7 +98,7 @@ async def test_a_near_miss_origin_says_what_the_config_has_and_what_to_add_where
     assert response.status == 403
     text = await response.text()
     assert "the config has 'http://localhost:5173' but the browser sent 'http://localhost:5174'" in text
-    assert "to allow it, add 'http://localhost:5174' to rules[0].origins (line 3)" in text
+    assert "to allow it, add 'http://localhost:5174' to rules[0].origins (line 3 of test.yaml)" in text
     assert "or 'http://localhost:*' for any port" in text
 
 

@@ -84,12 +84,18 @@ class CompiledRule:
         "path_regex",
         "patterns",
         "rule",
+        "where",
     )
 
-    def __init__(self, index: int, rule: RuleConfig) -> None:
+    def __init__(self, index: int, rule: RuleConfig, source: str = "") -> None:
         self.index = index
         self.rule = rule
         self.label = f"rules[{index}] (path {rule.path})"
+        # Where to make the change: " (line 19 of corsproxy.yaml)", so that a fix names
+        # the file as well as the key; empty for rules from the command line.
+        self.where = ""
+        if rule.line:
+            self.where = f" (line {rule.line} of {source})" if source else f" (line {rule.line})"
         self.path_regex: re.Pattern[str] | None = compile_glob(rule.path)
         self.patterns = tuple(parse_origin_pattern(text) for text in rule.origins)
         self.any_origin = "*" in rule.origins
@@ -128,8 +134,9 @@ class CompiledRule:
 class Policy:
     """The CORS decisions for one configuration's rules, first match wins."""
 
-    def __init__(self, rules: tuple[RuleConfig, ...]) -> None:
-        self.rules = tuple(CompiledRule(index, rule) for index, rule in enumerate(rules))
+    def __init__(self, rules: tuple[RuleConfig, ...], source: str = "") -> None:
+        """``source``: the config file the rules came from, named in every fix."""
+        self.rules = tuple(CompiledRule(index, rule, source) for index, rule in enumerate(rules))
         self._by_origin: dict[str, tuple[CompiledRule, ...]] = {}
         self._actual: dict[tuple[int, str, bool], Decision] = {}
         self._preflight: dict[tuple[int, str, str, str, bool], Decision] = {}
@@ -174,9 +181,7 @@ class Policy:
         expose_all = "*" in rule.rule.expose_headers and rule.credentials
         blocks = None
         if credentialed and not rule.credentials:
-            fix = "set allow_credentials: true on the rule, with exact origins (never '*')"
-            if rule.rule.line:
-                fix += f" (line {rule.rule.line})"
+            fix = f"set allow_credentials: true on the rule{rule.where}, with exact origins (never '*')"
             blocks = (
                 f"the page sent credentials (a Cookie), but {rule.label} does not allow them, so "
                 f"the browser blocks the answer (no Access-Control-Allow-Credentials); {fix}"
@@ -269,9 +274,7 @@ class Policy:
         allowed = tuple(dict.fromkeys(text for rule in on_path for text in rule.rule.origins))
         reason = f"origin {origin!r} is not allowed for {path} (allowed there: {', '.join(allowed)})"
         target = on_path[0]
-        where = f"{target.label.split(' ')[0]}.origins" + (
-            f" (line {target.rule.line})" if target.rule.line else ""
-        )
+        where = f"{target.label.split(' ')[0]}.origins{target.where}"
         close = near_misses(origin, allowed)
         if close:
             reason += (
@@ -336,5 +339,5 @@ def _header_refusal(rule: CompiledRule, name: str) -> str | None:
         )
     return (
         f"header {name} is not allowed by {rule.label} "
-        f"(allow_headers: {rule.acah_static or 'none'}); add it to allow_headers"
+        f"(allow_headers: {rule.acah_static or 'none'}); add it to allow_headers{rule.where}"
     )
