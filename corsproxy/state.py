@@ -15,6 +15,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from corsproxy import log_writer
 from corsproxy.config.model import Config, ConfigError
 from corsproxy.cors.policy import Decision, Policy
 from corsproxy.errors import UpstreamBusy
@@ -111,17 +112,12 @@ class ProxyState:
         elapsed = (time.perf_counter() - outcome.started) * 1000
         status = outcome.response.status
         if log.isEnabledFor(logging.INFO):
-            log.info(
-                "%s %s origin=%s -> %d %.1fms upstream=%s%s cors: %s%s",
-                request.method,
-                request.path,
-                request.headers.get("Origin", "-"),
-                status,
-                elapsed,
-                "-" if outcome.upstream_ms is None else f"{outcome.upstream_ms:.1f}ms",
-                " preflight" if outcome.preflight else "",
-                cors_verdict(decision),
-                f" error: {outcome.error}" if outcome.error else "",
+            upstream_ms = "-" if outcome.upstream_ms is None else f"{outcome.upstream_ms:.1f}ms"
+            log_writer.request_line(
+                f"{request.method} {request.path} origin={request.headers.get('Origin', '-')} "
+                f"-> {status} {elapsed:.1f}ms upstream={upstream_ms}"
+                f"{' preflight' if outcome.preflight else ''} cors: {cors_verdict(decision)}"
+                f"{f' error: {outcome.error}' if outcome.error else ''}"
             )
         # A refusal or failure the proxy answered itself is never shown as "allowed".
         proxy_answer = (

@@ -22,8 +22,15 @@ PACKAGE = Path(__file__).resolve().parent.parent / "corsproxy"
 
 # Lowest first. A module may import from its own layer or from lower ones.
 LAYERS: list[tuple[str, ...]] = [
-    # foundations, pure: errors, header lists, patterns, TLS contexts
-    ("corsproxy.version", "corsproxy.errors", "corsproxy.headers", "corsproxy.patterns", "corsproxy.tls"),
+    # foundations, pure: errors, header lists, patterns, TLS contexts, the log output
+    (
+        "corsproxy.version",
+        "corsproxy.errors",
+        "corsproxy.headers",
+        "corsproxy.patterns",
+        "corsproxy.tls",
+        "corsproxy.log_writer",
+    ),
     # the configuration, checked with the patterns
     ("corsproxy.config",),
     # decisions on the configuration: CORS, the message checks, the browser's rules

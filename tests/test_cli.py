@@ -3,95 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from corsproxy.cli.main import exposure_warning
 from corsproxy.version import __version__
+from tests.processes import corsproxy, free_port, http, spawn, start_demo_upstream, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = "http://localhost:5173"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def corsproxy(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "corsproxy", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
-
-
-def http(port: int, request: str) -> str:
-    """One raw HTTP/1.1 exchange: what curl would print with -i."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
-        connection.sendall(request.replace("\n", "\r\n").encode() + b"\r\n")
-        chunks = []
-        while chunk := connection.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks).decode("utf-8", "replace")
-
-
-def wait_for_port(port: int, process: subprocess.Popen[str], seconds: float = 15) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"exited early with {process.returncode}: {process.communicate()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listened on {port} within {seconds}s")
-
-
-@pytest.fixture
-def started() -> Iterator[list[subprocess.Popen[str]]]:
-    """Processes a test starts; each is stopped and reaped at the end."""
-    processes: list[subprocess.Popen[str]] = []
-    yield processes
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-        process.communicate(timeout=10)
-
-
-def spawn(
-    started: list[subprocess.Popen[str]], *args: str, env: dict[str, str] | None = None
-) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "corsproxy", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    started.append(process)
-    return process
-
-
-def start_demo_upstream(started: list[subprocess.Popen[str]]) -> int:
-    """`corsproxy demo` as an upstream for another proxy process; returns its port."""
-    port = free_port()
-    demo = spawn(started, "demo", "--port", str(port))
-    wait_for_port(port, demo)
-    return port
 
 
 def start_slow_upstream(

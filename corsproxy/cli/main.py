@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
-import logging
 import os
 import ssl
 import sys
@@ -17,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from corsproxy import log_writer
 from corsproxy.check.command import add_check_command, run_check
 from corsproxy.config.checker import default_rule, origin_problem, upstream_problem
 from corsproxy.config.loader import load_config
@@ -141,9 +141,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 def _configure_logging(level: str) -> None:
     if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise UsageError(f"{ENV_LOG_LEVEL}={level!r}: use debug, info, warning or error")
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
-    )
+    log_writer.install(sys.stderr, level.upper())
 
 
 def resolve_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
