@@ -111,7 +111,7 @@ class ProxyState:
         request, decision = outcome.request, outcome.decision
         elapsed = (time.perf_counter() - outcome.started) * 1000
         status = outcome.response.status
-        if log.isEnabledFor(logging.INFO):
+        if log_writer.requests_logged():
             upstream_ms = "-" if outcome.upstream_ms is None else f"{outcome.upstream_ms:.1f}ms"
             log_writer.request_line(
                 f"{request.method} {request.path} origin={request.headers.get('Origin', '-')} "

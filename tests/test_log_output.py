@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -108,12 +109,18 @@ def test_sigterm_writes_every_pending_line_before_the_proxy_exits(
 
 
 class CountingStream(io.StringIO):
-    """A stream that counts its write() calls."""
+    """A stream that keeps each write() call's text."""
 
-    writes = 0
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    @property
+    def writes(self) -> int:
+        return len(self.calls)
 
     def write(self, text: str) -> int:
-        self.writes += 1
+        self.calls.append(text)
         return super().write(text)
 
 
@@ -144,3 +151,32 @@ def test_a_line_written_with_no_event_loop_running_is_written_at_once() -> None:
     stream = CountingStream()
     BatchedLog(stream).info("config reloaded")
     assert stream.getvalue().endswith(" INFO config reloaded\n")
+
+
+async def test_a_big_batch_is_written_in_whole_lines_of_at_most_4096_bytes_each() -> None:
+    """Lines of `--workers` processes share one stderr: a pipe write up to PIPE_BUF is atomic."""
+    stream = CountingStream()
+    output = BatchedLog(stream)
+    for n in range(300):
+        output.info(f"GET /é/{n:03d} " + "x" * 80)
+    await asyncio.sleep(0)
+    assert stream.writes > 1
+    assert all(len(call.encode()) <= 4096 and call.endswith("\n") for call in stream.calls)
+    assert [line.split(" ")[4] for line in stream.getvalue().splitlines()] == [
+        f"/é/{n:03d}" for n in range(300)
+    ]
+
+
+async def test_a_line_from_another_thread_is_written_by_the_loop_after_the_lines_before_it() -> None:
+    stream = CountingStream()
+    output = BatchedLog(stream)
+    output.info("first, from the loop")
+    thread = threading.Thread(target=output.info, args=("second, from a thread",))
+    thread.start()
+    thread.join()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert [line.split(" ", 3)[3] for line in stream.getvalue().splitlines()] == [
+        "first, from the loop",
+        "second, from a thread",
+    ]
