@@ -62,7 +62,9 @@ CORSPROXY_QUIET = "corsproxy --log-level warning"
 NAIVE = "naive aiohttp"
 CA_KEEPALIVE = "cors-anywhere keep-alive"
 NGINX_CORS = "nginx as CORS proxy"
-RULES50 = "corsproxy, 50 rules"  # the A/B pairs only, not a row of the table
+# The A/B pairs only, not rows of the table: the same matching rule, alone or last of 50.
+RULES50 = "corsproxy, 50 rules"
+RULES1 = "corsproxy, that rule alone"
 DIRECT = "direct to upstream (ceiling)"
 
 
@@ -156,10 +158,10 @@ def peers(upstream: Upstream, python: str) -> list[Peer]:
     return result
 
 
-def rules50_peer(python: str, rules_file: Path) -> Peer:
-    """corsproxy at its defaults with 50 rules, the matching one last."""
+def config_peer(name: str, python: str, rules_file: Path) -> Peer:
+    """corsproxy at its defaults with a config file."""
     return Peer(
-        RULES50,
+        name,
         lambda port, _tmp: [
             python,
             "-m",
@@ -175,7 +177,8 @@ def rules50_peer(python: str, rules_file: Path) -> Peer:
 
 
 def rules_config(upstream: Upstream, path: Path, count: int = 50) -> Path:
-    """49 rules the origin does not match (exact, wildcard, regex), then the one it does."""
+    """``count - 1`` rules the origin does not match (exact, wildcard, regex), then the
+    one it does."""
     lines = [f"upstream: {upstream.base}", "rules:"]
     for index in range(count - 1):
         kind = index % 3
@@ -558,6 +561,7 @@ def main() -> int:
     parser.add_argument("--big-connections", type=int, default=8)
     parser.add_argument("--pairs", type=int, default=10, help="interleaved A/B pairs (at least 10)")
     parser.add_argument("--pair-seconds", type=float, default=2.0, help="length of each A/B run")
+    # (--quick keeps the pairs as they are: shorter runs would only measure the noise.)
     parser.add_argument("--slow-rate", type=float, default=2.0, help="MiB/s per slow client")
     parser.add_argument("--download-seconds", type=float, default=60.0, help="bound on a fast 8x100 MiB run")
     parser.add_argument(
@@ -571,7 +575,7 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=BENCH / "results" / "latest.md")
     args = parser.parse_args()
     if args.quick:
-        args.runs, args.seconds, args.download_seconds, args.pair_seconds = 1, 3.0, 30.0, 1.0
+        args.runs, args.seconds, args.download_seconds = 1, 3.0, 30.0
     started = time.time()
     ensure_tools(need_node=True)
     procs = Procs()
@@ -579,7 +583,10 @@ def main() -> int:
     try:
         upstream = start_upstream(procs, tmp)
         preflight_lua = write_preflight_script(tmp)
-        rules_file = rules_config(upstream, tmp / "rules50.yaml")
+        rules_files = (
+            rules_config(upstream, tmp / "rules1.yaml", 1),
+            rules_config(upstream, tmp / "rules50.yaml"),
+        )
         loop = "uvloop" if importable(args.python, "uvloop") else "asyncio"
         results: dict[str, Figures] = {}
         running: list[Running] = []
@@ -602,7 +609,7 @@ def main() -> int:
         for name in (CORSPROXY, CORSPROXY_QUIET, NAIVE):
             if name in results:
                 results[name].notes.insert(0, f"event loop: {loop}")
-        pairs = interleaved_pairs(running, args, preflight_lua, procs, tmp, rules_file)
+        pairs = interleaved_pairs(running, args, preflight_lua, procs, tmp, rules_files)
         text, ok = render(results, pairs, args, started)
     finally:
         procs.stop_all()
@@ -619,21 +626,26 @@ def interleaved_pairs(
     preflight_lua: Path,
     procs: Procs,
     tmp: Path,
-    rules_file: Path,
+    rules_files: tuple[Path, Path],
 ) -> list[Pairs]:
-    """The log line (defaults against --log-level warning) and 50 rules against one."""
+    """The log line (defaults against --log-level warning), and 50 rules against their
+    matching one alone."""
     by_name = {item.peer.name: item for item in running}
     default = by_name.get(CORSPROXY)
     if default is None:
         return []
-    pairs = []
+    pairs: list[Pairs] = []
     if CORSPROXY_QUIET in by_name:
         log(f"A/B: the log line, {args.pairs} pairs")
         pairs.append(ab_pairs(by_name[CORSPROXY_QUIET], default, args, preflight_lua))
     log(f"A/B: 50 rules, {args.pairs} pairs")
-    many = start_peer(rules50_peer(args.python, rules_file), procs, tmp)
-    run_wrk(many.peer.url(many.port, "/small"), 1, args.connections, headers={"Origin": ORIGIN})
-    pairs.append(ab_pairs(default, many, args, preflight_lua))
+    one, many = (
+        start_peer(config_peer(name, args.python, path), procs, tmp)
+        for name, path in zip((RULES1, RULES50), rules_files, strict=True)
+    )
+    for item in (one, many):
+        run_wrk(item.peer.url(item.port, "/small"), 1, args.connections, headers={"Origin": ORIGIN})
+    pairs.append(ab_pairs(one, many, args, preflight_lua))
     return pairs
 
 
