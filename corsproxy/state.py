@@ -15,11 +15,11 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from corsproxy import log_writer
 from corsproxy.config.model import Config, ConfigError
 from corsproxy.cors.policy import Decision, Policy
 from corsproxy.errors import UpstreamBusy
 from corsproxy.exchanges import Exchange, ExchangeLog
+from corsproxy.log_writer import request_line, requests_logged
 from corsproxy.message.host import HostGuard
 from corsproxy.upstream.aiohttp_client import AiohttpClient
 from corsproxy.upstream.route import Route, Router
@@ -111,9 +111,9 @@ class ProxyState:
         request, decision = outcome.request, outcome.decision
         elapsed = (time.perf_counter() - outcome.started) * 1000
         status = outcome.response.status
-        if log_writer.requests_logged():
+        if requests_logged():
             upstream_ms = "-" if outcome.upstream_ms is None else f"{outcome.upstream_ms:.1f}ms"
-            log_writer.request_line(
+            request_line(
                 f"{request.method} {request.path} origin={request.headers.get('Origin', '-')} "
                 f"-> {status} {elapsed:.1f}ms upstream={upstream_ms}"
                 f"{' preflight' if outcome.preflight else ''} cors: {cors_verdict(decision)}"

@@ -16,11 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from corsproxy import log_writer
 from corsproxy.check.command import add_check_command, run_check
 from corsproxy.config.checker import default_rule, origin_problem, upstream_problem
 from corsproxy.config.loader import load_config
 from corsproxy.config.model import Config, ConfigError, RouteConfig
+from corsproxy.log_writer import install as install_log
 from corsproxy.patterns.origins import LOCAL_DEV_ORIGINS
 from corsproxy.version import __version__
 
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 def _configure_logging(level: str) -> None:
     if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise UsageError(f"{ENV_LOG_LEVEL}={level!r}: use debug, info, warning or error")
-    log_writer.install(sys.stderr, level.upper())
+    install_log(sys.stderr, level.upper())
 
 
 def resolve_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:

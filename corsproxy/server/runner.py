@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.web_runner import GracefulExit
 from aiohttp.web_server import Server
 
-from corsproxy import log_writer
+from corsproxy.log_writer import flush as flush_log
 from corsproxy.server.frontdoor import FrontDoorServer
 from corsproxy.state import STATE
 
@@ -62,7 +62,7 @@ async def _serve(
         # Stop listening, let requests in flight finish within the grace period, close.
         waiting = app[STATE].in_flight
         if waiting:
-            log_writer.flush()  # the lines before it come first
+            flush_log()  # the lines before it come first
             print(
                 f"corsproxy: stopping; waiting up to {grace:g} s for {waiting} request(s) in flight "
                 "(Ctrl-C again to stop now)",
@@ -105,7 +105,7 @@ def run(
         loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
-        log_writer.flush()  # the last turn's lines, after the loop that would have written them
+        flush_log()  # the last turn's lines, after the loop that would have written them
 
 
 def listen_failure(host: str, port: int, error: OSError) -> str:
