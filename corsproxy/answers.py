@@ -17,7 +17,7 @@ from multidict import CIMultiDict
 from corsproxy.cors.policy import Decision
 from corsproxy.cors.response import PREFLIGHT_VARY_TOKENS, VARY_ORIGIN, add_cors_headers
 from corsproxy.errors import UpstreamError
-from corsproxy.flow import Forward, Refuse
+from corsproxy.flow import Forward, Mock, Refuse
 from corsproxy.upstream.header_rules import returned_headers
 
 TEXT_PLAIN = "text/plain; charset=utf-8"
@@ -46,6 +46,24 @@ def text_answer(status: int, text: str, decision: Decision | None, kind: str) ->
 
 def refusal_answer(refuse: Refuse) -> Answer:
     return text_answer(refuse.status, refuse.reason, refuse.decision if refuse.cors else None, "refused")
+
+
+def mock_answer(mocked: Mock) -> tuple[Answer, str | None]:
+    """A mock's answer: its status, headers and body, with the rules' CORS headers as on
+    every answer, so the page reads it as it would the real API's. A file that cannot
+    be read gives a 500 that names it; the second value says so for the log."""
+    mock = mocked.mock
+    body = mock.body()
+    if body.missing is not None:
+        return text_answer(500, body.missing, mocked.decision, "failed"), body.missing
+    headers: CIMultiDict[str] = CIMultiDict()
+    if body.content_type is not None:
+        headers["Content-Type"] = body.content_type
+    for name, value in mock.config.headers:
+        headers[name] = value
+    headers[ANSWER_MARK] = mock.label
+    add_cors_headers(headers, mocked.decision, VARY_ORIGIN)
+    return Answer(mock.config.status, headers, body.content), None
 
 
 def failure_answer(error: UpstreamError, decision: Decision) -> Answer:

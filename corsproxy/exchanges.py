@@ -43,6 +43,8 @@ class Exchange:
     # The answer is corsproxy's own (a refusal, or a failure to reach the upstream), not
     # the upstream's: whatever its CORS headers, it is not the answer the page asked for.
     proxy_answer: bool = False
+    # Who answered: "upstream", "corsproxy" (a preflight, a refusal, a failure) or "mock[0]".
+    source: str = "upstream"
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -58,6 +60,7 @@ class Exchange:
             "upstream_ms": None if self.upstream_ms is None else round(self.upstream_ms, 2),
             "cors": {"allowed": self.allowed, "reason": self.reason, "rule": self.rule},
             "error": self.error,
+            "source": self.source,
         }
 
     def browser_verdict(self) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@
          ─► classify (Fetch standard): OPTIONS with Origin and
             Access-Control-Request-Method is a preflight            Preflight(decision)
          ─► decide: the first rule whose path and origin match      (cors/policy.py, cached)
+         ─► mock: the first mock whose path, method, query match    Mock(mock, decision)
          ─► route: the longest prefix of the match path             404 naming the routes
          ─► guards: credentials, WebSocket origin, body size        403 / 413 / 411
          ─► Forward(route, decision, target URL, headers to send)
@@ -25,6 +26,7 @@ from yarl import URL
 from corsproxy.cors.policy import NO_ORIGIN, Decision
 from corsproxy.headers import split_list
 from corsproxy.message.checks import dot_segment_refusal, transfer_coding_refusal, undecodable_header
+from corsproxy.mocks import CompiledMock
 from corsproxy.state import Runtime
 from corsproxy.upstream.header_rules import forwarded_headers
 from corsproxy.upstream.route import Route
@@ -91,7 +93,15 @@ class Forward(NamedTuple):
     close: bool
 
 
-Plan = Preflight | Refuse | Forward
+class Mock(NamedTuple):
+    """Answered by the proxy from a mock (mocks.py), with the decision's CORS headers."""
+
+    mock: CompiledMock
+    decision: Decision
+    close: bool = False
+
+
+Plan = Preflight | Refuse | Mock | Forward
 
 # What a refusal of the Host is recorded as: no CORS decision was made.
 HOST_REFUSED = Decision(False, "the Host is not one the proxy answers to")
@@ -132,6 +142,9 @@ def plan(head: RequestHead, runtime: Runtime) -> Plan:
 
     credentialed = origin is not None and "Cookie" in headers
     decision = NO_ORIGIN if origin is None else runtime.policy.actual(head.path, origin, credentialed)
+    mocked = runtime.mocks.match(method, head.path, head.query_string)
+    if mocked is not None:
+        return Mock(mocked, decision, close)
     route = runtime.router.match(head.path)
     if route is None:
         prefixes = ", ".join(r.prefix for r in runtime.router.routes)

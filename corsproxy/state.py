@@ -21,6 +21,7 @@ from corsproxy.errors import UpstreamBusy
 from corsproxy.exchanges import Exchange, ExchangeLog
 from corsproxy.log_writer import request_line, requests_logged
 from corsproxy.message.host import HostGuard
+from corsproxy.mocks import Mocks
 from corsproxy.upstream.aiohttp_client import AiohttpClient
 from corsproxy.upstream.route import Route, Router
 
@@ -35,11 +36,16 @@ class Runtime:
     policy: Policy
     router: Router
     host_guard: HostGuard
+    mocks: Mocks
 
     @classmethod
     def build(cls, config: Config) -> Runtime:
         return cls(
-            config, Policy(config.rules, config.source), Router(config.routes), HostGuard(config.server)
+            config,
+            Policy(config.rules, config.source),
+            Router(config.routes),
+            HostGuard(config.server),
+            Mocks(config.mocks),
         )
 
 
@@ -77,6 +83,8 @@ class Outcome:
     upstream_url: URL | None = None
     upstream_headers: CIMultiDict[str] | None = None
     upstream_ms: float | None = None
+    # Who answered, when not the upstream or the proxy's own CORS engine: "mock[0]".
+    source: str | None = None
 
     def forwarded(self, url: URL, headers: CIMultiDict[str], upstream_ms: float | None) -> Outcome:
         self.upstream_url, self.upstream_headers, self.upstream_ms = url, headers, upstream_ms
@@ -116,6 +124,7 @@ class ProxyState:
             request_line(
                 f"{request.method} {request.path} origin={request.headers.get('Origin', '-')} "
                 f"-> {status} {elapsed:.1f}ms upstream={upstream_ms}"
+                f"{f' answered by {outcome.source}' if outcome.source else ''}"
                 f"{' preflight' if outcome.preflight else ''} cors: {cors_verdict(decision)}"
                 f"{f' error: {outcome.error}' if outcome.error else ''}"
             )
@@ -152,6 +161,7 @@ class ProxyState:
                 error=outcome.error,
                 secrets=self.runtime.config.secrets,
                 proxy_answer=proxy_answer,
+                source=outcome.source or ("upstream" if outcome.upstream_url is not None else "corsproxy"),
             )
         )
 

@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     # the configuration, checked with the patterns
     ("corsproxy.config",),
     # decisions on the configuration: CORS, the message checks, the browser's rules
-    ("corsproxy.cors", "corsproxy.message", "corsproxy.check"),
+    ("corsproxy.cors", "corsproxy.message", "corsproxy.check", "corsproxy.mocks"),
     # towards the upstream: routes, header rules, both clients, WebSockets
     ("corsproxy.upstream",),
     # what both transports share

@@ -483,6 +483,17 @@ async def test_corsproxys_own_404_is_never_allowed(proxy_server: ProxyServerFact
     )
 
 
+async def test_a_mocked_answer_is_judged_as_the_browser_would_and_noted_as_a_mock(
+    proxy_server: ProxyServerFactory,
+) -> None:
+    config = parse_config("mocks:\n  - path: /api/me\n    json: {id: 1}\n", "t.yaml", {})
+    proxy = await proxy_server(create_app(config))
+    code, report = await check_json(str(proxy.make_url("/api/me")), "--origin", PAGE)
+    assert (code, report["verdict"]) == (0, "ALLOWED")
+    assert report["direct"]["findings"] == []
+    assert "answered by corsproxy's mock[0], not the upstream" in report["direct"]["notes"]
+
+
 @pytest.mark.parametrize(
     ("origin", "proxy_base"),
     [

@@ -10,6 +10,7 @@ import pytest
 
 from corsproxy.config.checker import (
     COOKIE_FIELDS,
+    MOCK_FIELDS,
     ROUTE_FIELDS,
     RULE_FIELDS,
     SERVER_FIELDS,
@@ -20,6 +21,7 @@ from corsproxy.config.loader import load_config
 from corsproxy.config.model import (
     ConfigError,
     CookieConfig,
+    MockConfig,
     RouteConfig,
     RuleConfig,
     ServerConfig,
@@ -156,7 +158,7 @@ def test_env_defaults_are_used_when_the_variable_is_unset() -> None:
         ),
         pytest.param(
             "server: {}\n",
-            "upstream: missing: give `upstream: URL` or a list of `routes` (line 1)",
+            "upstream: missing: give `upstream: URL`, a list of `routes`, or `mocks` (line 1)",
             id="no upstream at all",
         ),
         pytest.param(
@@ -222,6 +224,7 @@ def test_error_messages_never_show_an_expanded_secret() -> None:
         pytest.param(RULE_FIELDS, RuleConfig, ("line",), id="rules[]"),
         pytest.param(COOKIE_FIELDS, CookieConfig, (), id="routes[].cookies"),
         pytest.param(UPSTREAM_TLS_FIELDS, UpstreamTLS, (), id="routes[].tls"),
+        pytest.param(MOCK_FIELDS, MockConfig, ("line",), id="mocks[]"),
     ],
 )
 def test_each_field_table_has_one_reader_per_field_of_its_dataclass(

@@ -8,6 +8,7 @@ on, so the user sees all their mistakes in one run.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -21,6 +22,7 @@ from corsproxy.config.model import (
     Config,
     ConfigError,
     CookieConfig,
+    MockConfig,
     Problem,
     RouteConfig,
     RuleConfig,
@@ -40,7 +42,7 @@ from corsproxy.tls import client_ssl_context
 
 T = TypeVar("T")
 
-TOP_KEYS = ("server", "upstream", "routes", "rules", "env_file")
+TOP_KEYS = ("server", "upstream", "routes", "rules", "mocks", "env_file")
 COOKIE_CHOICES = {
     "domain": ("rewrite", "keep"),
     "secure": ("auto", "keep"),
@@ -223,12 +225,22 @@ class _Checker:
                 routes = (RouteConfig(path="/", upstream=url, line=top["upstream"].start_mark.line + 1),)
         elif "routes" in top:
             routes = self.routes(top["routes"])
-        else:
-            self.fail("upstream", root, "missing: give `upstream: URL` or a list of `routes`")
+        elif "mocks" not in top:
+            # With mocks alone, the proxy answers for an API that does not exist yet.
+            self.fail("upstream", root, "missing: give `upstream: URL`, a list of `routes`, or `mocks`")
         rules = self.rules(top["rules"]) if "rules" in top else (default_rule(),)
+        mocks = self.mocks(top["mocks"]) if "mocks" in top else ()
         if self.problems:
             raise ConfigError(self.problems, self.source)
-        return Config(routes, rules, server, self.source, frozenset(self.secrets), self.env_file)
+        return Config(
+            routes=routes,
+            rules=rules,
+            server=server,
+            mocks=mocks,
+            source=self.source,
+            secrets=frozenset(self.secrets),
+            env_file=self.env_file,
+        )
 
     def load_env_file(self, node: yaml.Node | None) -> None:
         """Variables from a .env file (python-dotenv's format); the real environment wins.
@@ -486,6 +498,111 @@ class _Checker:
             self.fail(path, node, "must list at least one origin")
         return origins
 
+    # -- mocks -------------------------------------------------------------------
+
+    def mocks(self, node: yaml.Node) -> tuple[MockConfig, ...]:
+        mocks = []
+        for index, item in enumerate(self.sequence("mocks", node)):
+            mock = self.mock(f"mocks[{index}]", item)
+            if mock is not None:
+                mocks.append(mock)
+        return tuple(mocks)
+
+    def mock(self, where: str, node: yaml.Node) -> MockConfig | None:
+        problems_before = len(self.problems)
+        values, keys = self.section(where, node, MOCK_FIELDS)
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        if "path" not in keys:
+            self.fail(f"{where}.path", node, "missing: the path (a glob, as in rules) this mock answers")
+        given = [key for key in MOCK_BODIES if key in keys]
+        if len(given) > 1:
+            self.fail(
+                f"{where}.{given[1]}",
+                keys[given[1]],
+                f"give one of {', '.join(MOCK_BODIES)}, not {' and '.join(given)}",
+            )
+        status = values.get("status", 200)
+        if status in (204, 304) and given:
+            # RFC 9110 sections 15.3.5 and 15.4.5: these answers have no content.
+            self.fail(f"{where}.{given[0]}", keys[given[0]], f"a {status} answer has no body")
+        if len(self.problems) != problems_before:
+            return None
+        return MockConfig(**values, line=node.start_mark.line + 1)
+
+    def mock_path(self, path: str, node: yaml.Node) -> str | None:
+        text = self.string(path, node)
+        if text is None:
+            return None
+        if not text.startswith("/"):
+            self.fail(path, node, f"must be a glob starting with '/', got {text!r}")
+            return None
+        if text.startswith("/__corsproxy"):
+            self.fail(path, node, "the /__corsproxy/ prefix belongs to the proxy itself")
+            return None
+        return self.rule_path(path, node)
+
+    def mock_methods(self, path: str, node: yaml.Node) -> tuple[str, ...]:
+        """One method or a list of them; case as written, as the request's is compared."""
+        if isinstance(node, yaml.ScalarNode):
+            text = self.string(path, node)
+            problem = None if text is None else _method_problem(text)
+            if problem is not None:
+                self.fail(path, node, problem)
+            return () if text is None or problem is not None or text == "*" else (text,)
+        methods = self.strings(path, node, _method_problem)
+        return () if "*" in methods else methods
+
+    def mock_query(self, path: str, node: yaml.Node) -> tuple[tuple[str, str], ...]:
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(path, node, 'must be a mapping of parameter to value, e.g. {page: "2"}')
+            return ()
+        pairs = []
+        for key_node, value_node in node.value:
+            name = str(self.value(key_node))
+            raw = self.value(value_node) if isinstance(value_node, yaml.ScalarNode) else None
+            if raw is None or isinstance(raw, bool) or not isinstance(raw, str | int | float):
+                self.fail(f"{path}.{name}", value_node, "must be a string value")
+                continue
+            pairs.append((name, str(raw)))
+        return tuple(pairs)
+
+    def mock_status(self, path: str, node: yaml.Node) -> int | None:
+        value = self.scalar(path, node, int, "an HTTP status")
+        if value is not None and not 200 <= value <= 599:
+            reason = "; 1xx are not final answers" if 100 <= value < 200 else ""
+            self.fail(path, node, f"must be a status from 200 to 599, got {value}{reason}")
+            return None
+        return value
+
+    def mock_headers(self, path: str, node: yaml.Node) -> tuple[tuple[str, str], ...]:
+        headers = self.request_headers(path, node)
+        kept = []
+        for name, value in headers:
+            lower = name.lower()
+            if lower.startswith("access-control-") or lower in MOCK_FRAMING_HEADERS:
+                # Find the key's node again, for its line.
+                key_node = next(k for k, _ in node.value if str(self.value(k)) == name)
+                why = (
+                    "CORS headers come from the rules, as on every answer"
+                    if lower.startswith("access-control-")
+                    else "the proxy sets the message framing from the body it sends"
+                )
+                self.fail(f"{path}.{name}", key_node, f"cannot be set on a mock: {why}")
+                continue
+            kept.append((name, value))
+        return tuple(kept)
+
+    def mock_json(self, path: str, node: yaml.Node) -> str | None:
+        try:
+            return json.dumps(self.value(node), ensure_ascii=False)
+        except (TypeError, ValueError) as error:
+            self.fail(path, node, f"is not JSON data: {error}")
+            return None
+
+    def mock_body(self, path: str, node: yaml.Node) -> str | None:
+        return self.string(path, node)
+
 
 Reader = Callable[[_Checker, str, yaml.Node], Any]
 
@@ -534,6 +651,18 @@ ROUTE_FIELDS: dict[str, Reader] = {
     "max_body_size": _Checker.positive_int,
     "refuse_disallowed_origins": _Checker.boolean,
 }
+MOCK_FIELDS: dict[str, Reader] = {
+    "path": _Checker.mock_path,
+    "method": _Checker.mock_methods,
+    "query": _Checker.mock_query,
+    "status": _Checker.mock_status,
+    "headers": _Checker.mock_headers,
+    "json": _Checker.mock_json,
+    "body": _Checker.mock_body,
+    "file": _Checker.existing_file,
+}
+MOCK_BODIES = ("json", "body", "file")
+MOCK_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "content-encoding"})
 RULE_FIELDS: dict[str, Reader] = {
     "path": _Checker.rule_path,
     "origins": _Checker.origins,

@@ -145,10 +145,30 @@ class RuleConfig:
 
 
 @dataclass(frozen=True)
+class MockConfig:
+    """An answer the proxy gives itself for requests matching ``path`` (a glob on the
+    proxy-side path, as in rules), ``method`` and ``query``; never forwarded."""
+
+    path: str
+    method: tuple[str, ...] = ()  # empty: any method
+    # These query parameters must be present with these values (others may be too).
+    query: tuple[tuple[str, str], ...] = ()
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()
+    # At most one of the three; none is an empty body. ``json`` is the encoded text.
+    json: str | None = None
+    body: str | None = None
+    file: str | None = None  # resolved against the config file's folder, read per request
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     routes: tuple[RouteConfig, ...]
     rules: tuple[RuleConfig, ...]
     server: ServerConfig = field(default_factory=ServerConfig)
+    # Answered by the proxy before any route is looked up; first match wins.
+    mocks: tuple[MockConfig, ...] = ()
     source: str = "<config>"
     # Values that came from the environment: shown as *** wherever the proxy displays headers.
     secrets: frozenset[str] = frozenset()

@@ -18,11 +18,11 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
-from corsproxy.answers import Answer, decorate, failure_answer, preflight_answer, refusal_answer
+from corsproxy.answers import Answer, decorate, failure_answer, mock_answer, preflight_answer, refusal_answer
 from corsproxy.config.model import Config, ConfigError
 from corsproxy.config.reload import watch_config
 from corsproxy.errors import UpstreamBrokeOff, UpstreamError
-from corsproxy.flow import OWN_PREFIX, Forward, Preflight, Refuse, RequestHead, plan
+from corsproxy.flow import OWN_PREFIX, Forward, Mock, Preflight, Refuse, RequestHead, plan
 from corsproxy.inspector.routes import add_inspector_routes
 from corsproxy.message.host import host_refusal, request_authority
 from corsproxy.state import STATE, Outcome, ProxyState, Runtime, take_upstream_slot
@@ -184,6 +184,15 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             state.finish(
                 Outcome(head, response, started, decided.decision, error=decided.error or decided.reason)
             )
+        return response
+    if isinstance(decided, Mock):
+        answer, error = mock_answer(decided)
+        response = as_response(answer)
+        if decided.close:
+            response.force_close()
+        outcome = Outcome(head, response, started, decided.decision, error=error)
+        outcome.source = decided.mock.label
+        state.finish(outcome)
         return response
     state.in_flight += 1
     try:

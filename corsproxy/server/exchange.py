@@ -16,9 +16,9 @@ from typing import Protocol
 
 from multidict import CIMultiDict
 
-from corsproxy.answers import decorate, failure_answer, refusal_answer
+from corsproxy.answers import decorate, failure_answer, mock_answer, refusal_answer
 from corsproxy.errors import ProxyStopping, UpstreamBrokeOff, UpstreamError
-from corsproxy.flow import Forward, Preflight, Refuse, RequestHead
+from corsproxy.flow import Forward, Mock, Preflight, Refuse, RequestHead
 from corsproxy.server.wire import LAST_CHUNK, answer_bytes, chunk, http_date, preflight_bytes, serialize_head
 from corsproxy.state import Outcome, ProxyState, take_upstream_slot
 from corsproxy.upstream.lean_client import LeanAnswer, LeanClient
@@ -76,6 +76,17 @@ def answer_refusal(
         outcome = Outcome(head, FrontAnswer(answer.status, answer.headers), started, refuse.decision)
         outcome.error = refuse.error or refuse.reason
         door.state.finish(outcome)
+    return close
+
+
+def answer_mock(door: Connection, head: RequestHead, keep_alive: bool, started: float, mocked: Mock) -> bool:
+    """Write a mock's answer (answers.py); True when the connection must close after it."""
+    answer, error = mock_answer(mocked)
+    close = mocked.close or not keep_alive or door.closing
+    door.write(answer_bytes(answer, close))
+    outcome = Outcome(head, FrontAnswer(answer.status, answer.headers), started, mocked.decision, error=error)
+    outcome.source = mocked.mock.label
+    door.state.finish(outcome)
     return close
 
 

@@ -28,8 +28,8 @@ from aiohttp.web_server import Server
 from multidict import CIMultiDict
 from yarl import URL
 
-from corsproxy.flow import OWN_PREFIX, Forward, Preflight, Refuse, RequestHead, plan
-from corsproxy.server.exchange import FrontExchange, answer_preflight, answer_refusal
+from corsproxy.flow import OWN_PREFIX, Forward, Mock, Preflight, Refuse, RequestHead, plan
+from corsproxy.server.exchange import FrontExchange, answer_mock, answer_preflight, answer_refusal
 from corsproxy.server.wire import chunk
 from corsproxy.state import ProxyState
 from corsproxy.upstream.lean_client import LeanAnswer, LeanClient
@@ -255,6 +255,11 @@ class FrontDoor(asyncio.Protocol):
         if isinstance(decided, Refuse):
             self._take(head_length)
             close = answer_refusal(self, request, keep_alive, started, decided)
+            self._request_done(close, serve_next=False)
+            return True
+        if isinstance(decided, Mock):
+            self._take(head_length)
+            close = answer_mock(self, request, keep_alive, started, decided)
             self._request_done(close, serve_next=False)
             return True
         if decided.websocket or not decided.route.lean:

@@ -240,6 +240,14 @@ rules:
     allow_credentials: true
     # No preflight cache: every test's preflight really reaches the proxy.
     max_age: 0
+mocks:
+  - path: /api/mocked/profile
+    headers: {{X-Request-Id: mock-42}}
+    json: {{name: Ada}}
+  - path: /not-built-yet/**
+    method: [PUT]
+    status: 503
+    body: simulated outage
 """
 
 

@@ -235,3 +235,36 @@ def test_a_credentialed_fetch_to_a_rule_without_credentials_is_blocked_and_recor
     assert not recorded.allowed
     assert "the page sent credentials (a Cookie)" in recorded.reason
     assert "allow_credentials: true" in recorded.reason
+
+
+def test_a_mock_passes_cors_with_credentials_a_custom_header_and_an_exposed_header(
+    fresh_stack: Stack, tab: Tab
+) -> None:
+    tab.page.goto(fresh_stack.page_url)
+
+    result = tab.fetch(
+        f"{fresh_stack.proxy}/api/mocked/profile",
+        {"credentials": "include", "headers": {"X-API-Key": "client-key-7"}},
+        read=("X-Request-Id",),
+    )
+
+    assert result["fetched"], result
+    assert (result["status"], json.loads(result["body"])) == (200, {"name": "Ada"})
+    assert result["read"]["X-Request-Id"] == "mock-42"
+    assert fresh_stack.upstream_saw("GET", "/mocked/profile") == []
+    assert not tab.blocked_by_cors()
+
+
+def test_a_mocked_503_for_a_path_no_route_serves_reaches_the_page_as_a_503(
+    fresh_stack: Stack, tab: Tab
+) -> None:
+    tab.page.goto(fresh_stack.page_url)
+
+    result = tab.fetch(
+        f"{fresh_stack.proxy}/not-built-yet/orders",
+        {"method": "PUT", "headers": JSON_HEADERS, "body": "{}"},
+    )
+
+    assert result["fetched"], result
+    assert (result["status"], result["body"]) == (503, "simulated outage")
+    assert not tab.blocked_by_cors()
