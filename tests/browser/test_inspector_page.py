@@ -77,6 +77,17 @@ def test_requests_through_the_proxy_appear_in_the_list_live_with_their_decision(
     assert tab.errors() == []
 
 
+def test_a_mocked_answer_is_marked_in_the_list_and_the_detail(stack: Stack, tab: Tab) -> None:
+    page = open_inspector(tab, stack)
+    request_from_outside(f"{stack.proxy}/api/mocked/profile", f"http://localhost:{stack.page_port}")
+
+    row = page.locator("#exchanges tbody tr", has_text="/api/mocked/profile").first
+    expect(row.locator(".badge.mock")).to_have_text("mock[0]")
+    row.click()
+    expect(page.locator("#detail-title")).to_contain_text("(answered by mock[0])")
+    assert tab.errors() == []
+
+
 def test_the_try_panel_reports_an_allowed_request_and_the_headers_the_proxy_sent(
     stack: Stack, tab: Tab
 ) -> None:

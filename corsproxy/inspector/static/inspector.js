@@ -68,7 +68,12 @@ function exchangeRow(summary) {
     el("td", { className: "origin" }, summary.origin ?? "—"),
     el("td", { className: `status status-${String(summary.status)[0]}` }, summary.status),
     el("td", { className: "duration" }, `${summary.duration_ms.toFixed(1)} ms`),
-    el("td", { className: "preflight" }, summary.preflight ? el("span", { className: "badge" }, "preflight") : ""),
+    el(
+      "td",
+      { className: "preflight" },
+      summary.preflight ? el("span", { className: "badge" }, "preflight") : "",
+      summary.source.startsWith("mock") ? el("span", { className: "badge mock" }, summary.source) : "",
+    ),
     decisionView("td", summary),
   );
   row.dataset.id = summary.id;
@@ -127,7 +132,8 @@ async function selectExchange(id) {
   const panel = $("#detail");
   panel.hidden = false;
   $("#detail-title").textContent =
-    `Exchange ${detail.id}: ${detail.preflight ? "preflight " : ""}${detail.method} ${detail.path} → ${detail.status}`;
+    `Exchange ${detail.id}: ${detail.preflight ? "preflight " : ""}${detail.method} ${detail.path} → ${detail.status}` +
+    (detail.source.startsWith("mock") ? ` (answered by ${detail.source})` : "");
   const decision = $("#detail-decision");
   decision.className = `decision ${detail.cors.allowed ? "allowed" : "refused"}`;
   decision.textContent = decisionText(detail.cors);
