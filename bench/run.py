@@ -107,13 +107,10 @@ def peers(upstream: Upstream, python: str) -> list[Peer]:
     def via_path(port: int, path: str) -> str:
         return f"http://{HOST}:{port}{path}"
 
-    def corsproxy(*flags: str) -> Callable[[int, Path], list[str]]:
-        return lambda port, _tmp: [python, "-m", "corsproxy", "serve", *flags, "--port", str(port)]
-
     result = [
         Peer(DIRECT, None, lambda _port, path: base + path),
-        Peer(CORSPROXY, corsproxy("--upstream", base), via_path),
-        Peer(CORSPROXY_QUIET, corsproxy("--upstream", base, "--log-level", "warning"), via_path),
+        Peer(CORSPROXY, corsproxy_argv(python, "--upstream", base), via_path),
+        Peer(CORSPROXY_QUIET, corsproxy_argv(python, "--upstream", base, "--log-level", "warning"), via_path),
     ]
     result += [
         Peer(
@@ -158,20 +155,16 @@ def peers(upstream: Upstream, python: str) -> list[Peer]:
     return result
 
 
+def corsproxy_argv(python: str, *flags: str) -> Callable[[int, Path], list[str]]:
+    """`corsproxy serve` with these flags and the peer's port, nothing else."""
+    return lambda port, _tmp: [python, "-m", "corsproxy", "serve", *flags, "--port", str(port)]
+
+
 def config_peer(name: str, python: str, rules_file: Path) -> Peer:
     """corsproxy at its defaults with a config file."""
     return Peer(
         name,
-        lambda port, _tmp: [
-            python,
-            "-m",
-            "corsproxy",
-            "serve",
-            "--config",
-            str(rules_file),
-            "--port",
-            str(port),
-        ],
+        corsproxy_argv(python, "--config", str(rules_file)),
         lambda port, path: f"http://{HOST}:{port}{path}",
     )
 

@@ -421,15 +421,23 @@ class _Checker:
         return text.rstrip("/") or "/"
 
     def request_headers(self, path: str, node: yaml.Node) -> tuple[tuple[str, str], ...]:
+        return self.string_mapping(path, node, "header name to value", _header_name_problem)
+
+    def string_mapping(
+        self, path: str, node: yaml.Node, shape: str, name_problem: Callable[[str], str | None] | None = None
+    ) -> tuple[tuple[str, str], ...]:
+        """A mapping of names to string values, ${VAR} expanded; each bad name or value
+        is a problem at its own line."""
         if not isinstance(node, yaml.MappingNode):
-            self.fail(path, node, "must be a mapping of header name to value")
+            self.fail(path, node, f"must be a mapping of {shape}")
             return ()
-        headers = []
+        pairs = []
         for key_node, value_node in node.value:
             name = str(self.value(key_node))
             where = f"{path}.{name}"
-            if not TOKEN.match(name):
-                self.fail(where, key_node, "is not a valid header name")
+            problem = None if name_problem is None else name_problem(name)
+            if problem is not None:
+                self.fail(where, key_node, problem)
                 continue
             raw = self.value(value_node) if isinstance(value_node, yaml.ScalarNode) else None
             if raw is None or isinstance(raw, bool) or not isinstance(raw, str | int | float):
@@ -439,8 +447,8 @@ class _Checker:
             if "\r" in value or "\n" in value:
                 self.fail(where, value_node, "must not contain a line break")
                 continue
-            headers.append((name, value))
-        return tuple(headers)
+            pairs.append((name, value))
+        return tuple(pairs)
 
     def rules(self, node: yaml.Node) -> tuple[RuleConfig, ...]:
         rules = []
@@ -554,18 +562,7 @@ class _Checker:
         return () if "*" in methods else methods
 
     def mock_query(self, path: str, node: yaml.Node) -> tuple[tuple[str, str], ...]:
-        if not isinstance(node, yaml.MappingNode):
-            self.fail(path, node, 'must be a mapping of parameter to value, e.g. {page: "2"}')
-            return ()
-        pairs = []
-        for key_node, value_node in node.value:
-            name = str(self.value(key_node))
-            raw = self.value(value_node) if isinstance(value_node, yaml.ScalarNode) else None
-            if raw is None or isinstance(raw, bool) or not isinstance(raw, str | int | float):
-                self.fail(f"{path}.{name}", value_node, "must be a string value")
-                continue
-            pairs.append((name, str(raw)))
-        return tuple(pairs)
+        return self.string_mapping(path, node, 'parameter to value, e.g. {page: "2"}')
 
     def mock_status(self, path: str, node: yaml.Node) -> int | None:
         value = self.scalar(path, node, int, "an HTTP status")
@@ -576,22 +573,7 @@ class _Checker:
         return value
 
     def mock_headers(self, path: str, node: yaml.Node) -> tuple[tuple[str, str], ...]:
-        headers = self.request_headers(path, node)
-        kept = []
-        for name, value in headers:
-            lower = name.lower()
-            if lower.startswith("access-control-") or lower in MOCK_FRAMING_HEADERS:
-                # Find the key's node again, for its line.
-                key_node = next(k for k, _ in node.value if str(self.value(k)) == name)
-                why = (
-                    "CORS headers come from the rules, as on every answer"
-                    if lower.startswith("access-control-")
-                    else "the proxy sets the message framing from the body it sends"
-                )
-                self.fail(f"{path}.{name}", key_node, f"cannot be set on a mock: {why}")
-                continue
-            kept.append((name, value))
-        return tuple(kept)
+        return self.string_mapping(path, node, "header name to value", _mock_header_problem)
 
     def mock_json(self, path: str, node: yaml.Node) -> str | None:
         try:
@@ -720,6 +702,19 @@ def _host_problem(text: str) -> str | None:
     if text == "*" or re.fullmatch(r"(\*\.)?[A-Za-z0-9.-]+|\[[0-9a-fA-F:.]+\]", text):
         return None
     return f"{text!r} is not a host name (no scheme or port: 'myapp.test', '*.myapp.test')"
+
+
+def _header_name_problem(name: str) -> str | None:
+    return None if TOKEN.match(name) else "is not a valid header name"
+
+
+def _mock_header_problem(name: str) -> str | None:
+    lower = name.lower()
+    if lower.startswith("access-control-"):
+        return "cannot be set on a mock: CORS headers come from the rules, as on every answer"
+    if lower in MOCK_FRAMING_HEADERS:
+        return "cannot be set on a mock: the proxy sets the message framing from the body it sends"
+    return _header_name_problem(name)
 
 
 def _header_problem(text: str) -> str | None:

@@ -190,9 +190,9 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         response = as_response(answer)
         if decided.close:
             response.force_close()
-        outcome = Outcome(head, response, started, decided.decision, error=error)
-        outcome.source = decided.mock.label
-        state.finish(outcome)
+        state.finish(
+            Outcome(head, response, started, decided.decision, error=error, source=decided.mock.label)
+        )
         return response
     state.in_flight += 1
     try:

@@ -84,8 +84,14 @@ def answer_mock(door: Connection, head: RequestHead, keep_alive: bool, started: 
     answer, error = mock_answer(mocked)
     close = mocked.close or not keep_alive or door.closing
     door.write(answer_bytes(answer, close))
-    outcome = Outcome(head, FrontAnswer(answer.status, answer.headers), started, mocked.decision, error=error)
-    outcome.source = mocked.mock.label
+    outcome = Outcome(
+        head,
+        FrontAnswer(answer.status, answer.headers),
+        started,
+        mocked.decision,
+        error=error,
+        source=mocked.mock.label,
+    )
     door.state.finish(outcome)
     return close
 
