@@ -17,13 +17,18 @@ from multidict import CIMultiDict
 from corsproxy.cors.policy import Decision
 from corsproxy.cors.response import PREFLIGHT_VARY_TOKENS, VARY_ORIGIN, add_cors_headers
 from corsproxy.errors import UpstreamError
-from corsproxy.flow import Forward, Mock, Refuse
+from corsproxy.flow import Forward, Mock, Refuse, Replayed
+from corsproxy.har.reader import RecordedExchange
 from corsproxy.upstream.header_rules import returned_headers
 
 TEXT_PLAIN = "text/plain; charset=utf-8"
 # On every answer corsproxy makes itself instead of the upstream's (a refusal, a failure):
 # tools (`corsproxy check`) tell them from the upstream's own 404s and 502s by it.
 ANSWER_MARK = "Corsproxy-Answer"
+REPLAY = "replay"
+# A recorded answer's framing is the proxy's to set from the body it serves, and the body
+# is stored decoded (HAR), so the recorded coding no longer applies.
+RECORDED_FRAMING = frozenset({"content-length", "content-encoding", "transfer-encoding"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,35 @@ def mock_answer(mocked: Mock) -> tuple[Answer, str | None]:
     headers[ANSWER_MARK] = mock.label
     add_cors_headers(headers, mocked.decision, VARY_ORIGIN)
     return Answer(mock.config.status, headers, body.content), None
+
+
+def replay_answer(replayed: Replayed, recorded: RecordedExchange, *, scheme: str, authority: str) -> Answer:
+    """A recorded answer shaped as a live one is (``decorate``): the recorded CORS,
+    hop-by-hop and framing headers out, cookies and redirects adapted for the route (or
+    for the recorded URL's origin when no route matches), the rules' CORS headers in."""
+    route = replayed.route or replayed.replay.route_for(recorded)
+    kept = [(name, value) for name, value in recorded.headers if name.lower() not in RECORDED_FRAMING]
+    if not any(name.lower() == "content-type" for name, _ in kept) and recorded.mime_type and recorded.body:
+        kept.append(("Content-Type", recorded.mime_type))
+    headers = returned_headers(CIMultiDict(kept), route, scheme=scheme, host=authority)
+    headers[ANSWER_MARK] = REPLAY
+    add_cors_headers(headers, replayed.decision, VARY_ORIGIN)
+    return Answer(recorded.status, headers, recorded.body)
+
+
+def replay_miss_answer(replayed: Replayed, method: str, path: str, query_string: str) -> Answer:
+    """replay.miss: 404. The request had no recorded answer: say which were the closest."""
+    replay = replayed.replay
+    shown = f"{method} {path}" + (f"?{query_string}" if query_string else "")
+    text = f"no recorded answer in {replay.file} for {shown}"
+    closest = replay.closest(method, path, query_string)
+    if replayed.found:
+        text += " with this body; the same request was recorded with another body"
+    elif closest:
+        text += "; closest recorded: " + ", ".join(closest)
+    else:
+        text += f" ({len(replay)} entries recorded, none like it)"
+    return text_answer(404, text, replayed.decision, REPLAY)
 
 
 def failure_answer(error: UpstreamError, decision: Decision) -> Answer:

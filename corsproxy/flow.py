@@ -6,6 +6,8 @@
             Access-Control-Request-Method is a preflight            Preflight(decision)
          ─► decide: the first rule whose path and origin match      (cors/policy.py, cached)
          ─► mock: the first mock whose path, method, query match    Mock(mock, decision)
+         ─► replay: recorded entries for the method, path, query    Replayed(entries, decision)
+            (the body is compared by the transport, which has it)
          ─► route: the longest prefix of the match path             404 naming the routes
          ─► guards: credentials, WebSocket origin, body size        403 / 413 / 411
          ─► Forward(route, decision, target URL, headers to send)
@@ -27,6 +29,8 @@ from corsproxy.cors.policy import NO_ORIGIN, Decision
 from corsproxy.headers import split_list
 from corsproxy.message.checks import dot_segment_refusal, transfer_coding_refusal, undecodable_header
 from corsproxy.mocks import CompiledMock
+from corsproxy.recording import Recorder
+from corsproxy.replay import Candidate, Replay
 from corsproxy.state import Runtime
 from corsproxy.upstream.header_rules import forwarded_headers
 from corsproxy.upstream.route import Route
@@ -91,6 +95,8 @@ class Forward(NamedTuple):
     websocket: bool
     # An Upgrade the proxy declines: the connection closes after the answer (docs/design.md).
     close: bool
+    # Recording to HAR (recording.py), or None.
+    recorder: Recorder | None = None
 
 
 class Mock(NamedTuple):
@@ -101,7 +107,20 @@ class Mock(NamedTuple):
     close: bool = False
 
 
-Plan = Preflight | Refuse | Mock | Forward
+class Replayed(NamedTuple):
+    """Answered from a recorded entry (replay.py) once the transport has compared the
+    request's body with ``found``'s. On a miss, ``replay.answers_misses`` says what
+    follows: the 404 naming the closest entries, or ``plan_route``'s plan, as without a
+    replay."""
+
+    replay: Replay
+    found: tuple[Candidate, ...]
+    decision: Decision
+    route: Route | None
+    close: bool
+
+
+Plan = Preflight | Refuse | Mock | Replayed | Forward
 
 # What a refusal of the Host is recorded as: no CORS decision was made.
 HOST_REFUSED = Decision(False, "the Host is not one the proxy answers to")
@@ -145,6 +164,19 @@ def plan(head: RequestHead, runtime: Runtime) -> Plan:
     mocked = runtime.mocks.match(method, head.path, head.query_string)
     if mocked is not None:
         return Mock(mocked, decision, close)
+    replay = runtime.replay
+    # A WebSocket is never replayed: HAR holds no messages.
+    if replay is not None and "Upgrade" not in headers:
+        route = runtime.router.match(head.path)
+        target = None if route is None else route.target(head.raw_path, head.query_string)
+        found = replay.lookup(method, head.path, head.query_string, target)
+        if found or replay.answers_misses:
+            return Replayed(replay, found, decision, route, close)
+    return plan_route(head, runtime, decision, close)
+
+
+def plan_route(head: RequestHead, runtime: Runtime, decision: Decision, close: bool) -> Refuse | Forward:
+    """What follows the mocks and the replay: the route, its guards, the forward."""
     route = runtime.router.match(head.path)
     if route is None:
         prefixes = ", ".join(r.prefix for r in runtime.router.routes)
@@ -155,10 +187,10 @@ def plan(head: RequestHead, runtime: Runtime) -> Plan:
     if refused_here is not None:
         return refused_here
     sent = forwarded_headers(
-        headers, route, remote=head.remote, scheme=head.scheme, host=head.authority or ""
+        head.headers, route, remote=head.remote, scheme=head.scheme, host=head.authority or ""
     )
     target = route.target(head.raw_path, head.query_string)
-    return Forward(route, decision, target, sent, websocket, close)
+    return Forward(route, decision, target, sent, websocket, close, None if websocket else runtime.recorder)
 
 
 def declined_upgrade(head: RequestHead) -> bool:

@@ -22,6 +22,8 @@ from corsproxy.exchanges import Exchange, ExchangeLog
 from corsproxy.log_writer import request_line, requests_logged
 from corsproxy.message.host import HostGuard
 from corsproxy.mocks import Mocks
+from corsproxy.recording import Recorder
+from corsproxy.replay import Replay
 from corsproxy.upstream.aiohttp_client import AiohttpClient
 from corsproxy.upstream.route import Route, Router
 
@@ -37,6 +39,9 @@ class Runtime:
     router: Router
     host_guard: HostGuard
     mocks: Mocks
+    # Recording and replay (recording.py, replay.py), each None when off.
+    recorder: Recorder | None
+    replay: Replay | None
 
     @classmethod
     def build(cls, config: Config) -> Runtime:
@@ -46,6 +51,8 @@ class Runtime:
             Router(config.routes),
             HostGuard(config.server),
             Mocks(config.mocks),
+            None if config.record is None else Recorder(config.record, config.secrets),
+            None if config.replay is None else Replay(config.replay),
         )
 
 

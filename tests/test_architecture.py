@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
         "corsproxy.patterns",
         "corsproxy.tls",
         "corsproxy.log_writer",
+        "corsproxy.har",
     ),
     # the configuration, checked with the patterns
     ("corsproxy.config",),
@@ -37,6 +38,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("corsproxy.cors", "corsproxy.message", "corsproxy.check", "corsproxy.mocks"),
     # towards the upstream: routes, header rules, both clients, WebSockets
     ("corsproxy.upstream",),
+    # recorded traffic: HAR written from forwarded exchanges, and replayed
+    ("corsproxy.recording", "corsproxy.replay"),
     # what both transports share
     ("corsproxy.exchanges", "corsproxy.state"),
     # the request flow and the answers it leads to

@@ -66,7 +66,9 @@ def test_validate_lists_every_error_and_exits_2(tmp_path: Path) -> None:
     ("args", "message"),
     [
         pytest.param(
-            ("serve",), "nothing to proxy: give --config FILE or --upstream URL", id="nothing to proxy"
+            ("serve",),
+            "nothing to proxy: give --config FILE, --upstream URL or --replay FILE.har",
+            id="nothing to proxy",
         ),
         pytest.param(
             ("serve", "--upstream", "https://a.dev", "--allow-origin", "*", "--allow-credentials"),

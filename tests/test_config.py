@@ -158,7 +158,7 @@ def test_env_defaults_are_used_when_the_variable_is_unset() -> None:
         ),
         pytest.param(
             "server: {}\n",
-            "upstream: missing: give `upstream: URL`, a list of `routes`, or `mocks` (line 1)",
+            "upstream: missing: give `upstream: URL`, a list of `routes`, `mocks` or `replay` (line 1)",
             id="no upstream at all",
         ),
         pytest.param(

@@ -230,7 +230,7 @@ def test_two_bad_mocks_are_both_reported() -> None:
 def test_a_config_without_upstream_routes_or_mocks_says_all_three() -> None:
     with pytest.raises(ConfigError) as raised:
         parse_config("rules:\n  - origins: ['*']\n", "test.yaml", {})
-    assert "missing: give `upstream: URL`, a list of `routes`, or `mocks`" in raised.value.errors[0]
+    assert "missing: give `upstream: URL`, a list of `routes`, `mocks` or `replay`" in raised.value.errors[0]
 
 
 def test_a_mock_file_is_found_beside_the_config_file(tmp_path: Path) -> None:

@@ -12,14 +12,16 @@ import ipaddress
 import os
 import ssl
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from corsproxy.check.command import add_check_command, run_check
 from corsproxy.config.checker import default_rule, origin_problem, upstream_problem
 from corsproxy.config.loader import load_config
-from corsproxy.config.model import Config, ConfigError, RouteConfig
+from corsproxy.config.model import REPLAY_MISSES, Config, ConfigError, RecordConfig, ReplayConfig, RouteConfig
+from corsproxy.har.reader import HarError, read_har
+from corsproxy.har.writer import check_appendable
 from corsproxy.log_writer import install as install_log
 from corsproxy.patterns.origins import LOCAL_DEV_ORIGINS
 from corsproxy.version import __version__
@@ -89,6 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-reload", action="store_true", help="do not watch the config file for changes")
     serve.add_argument(
+        "--record",
+        metavar="FILE.har",
+        help="append every forwarded exchange to this HAR file (created if missing; the same as record.file)",
+    )
+    serve.add_argument(
+        "--replay",
+        metavar="FILE.har",
+        help="answer requests from this HAR's recorded entries (the same as replay.file)",
+    )
+    serve.add_argument(
+        "--replay-miss",
+        choices=REPLAY_MISSES,
+        help="a request the HAR has no answer for: forward it upstream (default) or answer 404",
+    )
+    serve.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -144,8 +161,11 @@ def _configure_logging(level: str) -> None:
     install_log(sys.stderr, level.upper())
 
 
-def resolve_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
-    """The configuration ``serve`` runs with, from flags, environment and file."""
+def resolve_config(
+    args: argparse.Namespace, env: Mapping[str, str], settings: Callable[[Config], Config] | None = None
+) -> Config:
+    """The configuration ``serve`` runs with, from flags, environment and file
+    (``settings``: what ``command_line_settings`` made of the flags, if made already)."""
     if args.file and args.config and args.file != args.config:
         raise UsageError(f"give the rules file once: {args.file} or --config {args.config}")
     config_file = args.file or args.config or env.get(ENV_CONFIG)
@@ -156,24 +176,66 @@ def resolve_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
         config = load_config(config_file, env)
     elif upstream:
         config = quick_config(upstream, _quick_origins(args, env), _quick_credentials(args, env))
+    elif args.replay:
+        # A replay alone: offline, no upstream at all.
+        rules = (default_rule(_quick_origins(args, env), _quick_credentials(args, env)),)
+        config = Config(routes=(), rules=rules, source="command line")
     else:
         raise UsageError(
-            "nothing to proxy: give --config FILE or --upstream URL "
+            "nothing to proxy: give --config FILE, --upstream URL or --replay FILE.har "
             f"(or set {ENV_CONFIG} / {ENV_UPSTREAM}); try `corsproxy demo` for an offline example"
         )
-    host = args.host or env.get(ENV_HOST) or config.server.host
-    port = args.port if args.port is not None else _env_port(env)
-    if port is None:
-        port = config.server.port
-    if not 0 <= port <= 65535:
-        raise UsageError(f"port must be between 0 and 65535, got {port}")
+    return (settings or command_line_settings(args, env))(config)
+
+
+def command_line_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Callable[[Config], Config]:
+    """What flags and the environment set on top of a config file: applied to the file
+    when the proxy starts and again on every reload of it."""
+    recording = _recording(args.record) if args.record else None
+    replaying = _replaying(args.replay, args.replay_miss) if args.replay else None
+    host_flag = args.host or env.get(ENV_HOST)
+    port_flag = args.port if args.port is not None else _env_port(env)
+    if port_flag is not None and not 0 <= port_flag <= 65535:
+        raise UsageError(f"port must be between 0 and 65535, got {port_flag}")
     allowed = tuple(args.allowed_host or ()) or tuple(
         name.strip() for name in env.get(ENV_ALLOWED_HOSTS, "").split(",") if name.strip()
     )
-    server = replace(config.server, host=host, port=port)
-    if allowed:
-        server = replace(server, allowed_hosts=(*config.server.allowed_hosts, *allowed))
-    return replace(config, server=server)
+
+    def apply(config: Config) -> Config:
+        server = replace(
+            config.server,
+            host=host_flag or config.server.host,
+            port=config.server.port if port_flag is None else port_flag,
+        )
+        if allowed:
+            server = replace(server, allowed_hosts=(*config.server.allowed_hosts, *allowed))
+        config = replace(config, server=server)
+        if recording is not None:
+            config = replace(config, record=recording)
+        if replaying is not None:
+            config = replace(config, replay=replaying)
+        elif args.replay_miss and config.replay is not None:
+            config = replace(config, replay=replace(config.replay, miss=args.replay_miss))
+        return config
+
+    return apply
+
+
+def _recording(file: str) -> RecordConfig:
+    problem = check_appendable(Path(file))
+    if problem is not None:
+        raise ConfigError([f"--record {file}: cannot record there: {problem}"], "command line")
+    return RecordConfig(str(Path(file).resolve()))
+
+
+def _replaying(file: str, miss: str | None) -> ReplayConfig:
+    try:
+        entries = read_har(Path(file))
+    except HarError as error:
+        raise ConfigError(
+            [f"--replay {file}: {problem}" for problem in error.problems], "command line"
+        ) from None
+    return ReplayConfig(str(Path(file).resolve()), miss or "forward", entries)
 
 
 def quick_config(upstream: str, origins: tuple[str, ...], credentials: bool) -> Config:
@@ -222,7 +284,8 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from corsproxy.server import runner
     from corsproxy.server.app import create_app
 
-    config = resolve_config(args, env)
+    settings = command_line_settings(args, env)
+    config = resolve_config(args, env, settings)
     host, port = config.server.host, config.server.port
     config_file = args.file or args.config or env.get(ENV_CONFIG)
     watch = Path(config_file) if config_file and not args.no_reload else None
@@ -247,7 +310,7 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     def serve_one(announce_when_bound: bool = True) -> int:
         try:
             runner.run(
-                create_app(config, watch=watch),
+                create_app(config, watch=watch, adjust=settings),
                 host=host,
                 port=port,
                 ssl_context=ssl_context,

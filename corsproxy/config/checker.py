@@ -19,17 +19,22 @@ import yaml
 from dotenv import dotenv_values
 
 from corsproxy.config.model import (
+    REPLAY_MISSES,
     Config,
     ConfigError,
     CookieConfig,
     MockConfig,
     Problem,
+    RecordConfig,
+    ReplayConfig,
     RouteConfig,
     RuleConfig,
     ServerConfig,
     ServerTLS,
     UpstreamTLS,
 )
+from corsproxy.har.reader import HarError, read_har
+from corsproxy.har.writer import check_appendable
 from corsproxy.headers import TOKEN
 from corsproxy.patterns.globs import GlobError, compile_glob
 from corsproxy.patterns.origins import (
@@ -42,7 +47,7 @@ from corsproxy.tls import client_ssl_context
 
 T = TypeVar("T")
 
-TOP_KEYS = ("server", "upstream", "routes", "rules", "mocks", "env_file")
+TOP_KEYS = ("server", "upstream", "routes", "rules", "mocks", "record", "replay", "env_file")
 COOKIE_CHOICES = {
     "domain": ("rewrite", "keep"),
     "secure": ("auto", "keep"),
@@ -225,11 +230,16 @@ class _Checker:
                 routes = (RouteConfig(path="/", upstream=url, line=top["upstream"].start_mark.line + 1),)
         elif "routes" in top:
             routes = self.routes(top["routes"])
-        elif "mocks" not in top:
-            # With mocks alone, the proxy answers for an API that does not exist yet.
-            self.fail("upstream", root, "missing: give `upstream: URL`, a list of `routes`, or `mocks`")
+        elif "mocks" not in top and "replay" not in top:
+            # With mocks or a replay alone, the proxy answers for an API that does not
+            # exist yet, or cannot be reached.
+            self.fail(
+                "upstream", root, "missing: give `upstream: URL`, a list of `routes`, `mocks` or `replay`"
+            )
         rules = self.rules(top["rules"]) if "rules" in top else (default_rule(),)
         mocks = self.mocks(top["mocks"]) if "mocks" in top else ()
+        record = self.record(top["record"]) if "record" in top else None
+        replay = self.replay(top["replay"]) if "replay" in top else None
         if self.problems:
             raise ConfigError(self.problems, self.source)
         return Config(
@@ -237,6 +247,8 @@ class _Checker:
             rules=rules,
             server=server,
             mocks=mocks,
+            record=record,
+            replay=replay,
             source=self.source,
             secrets=frozenset(self.secrets),
             env_file=self.env_file,
@@ -585,6 +597,77 @@ class _Checker:
     def mock_body(self, path: str, node: yaml.Node) -> str | None:
         return self.string(path, node)
 
+    # -- recording and replay ------------------------------------------------------
+
+    def record(self, node: yaml.Node) -> RecordConfig | None:
+        """``record: FILE.har`` or ``record: {file, max_body}``."""
+        if isinstance(node, yaml.ScalarNode):
+            file = self.record_file("record", node)
+            return None if file is None else RecordConfig(file, line=node.start_mark.line + 1)
+        values, keys = self.section("record", node, RECORD_FIELDS)
+        if isinstance(node, yaml.MappingNode) and "file" not in keys:
+            self.fail("record.file", node, "missing: the HAR file to record to")
+        if "file" not in values:
+            return None
+        return RecordConfig(**values, line=node.start_mark.line + 1)
+
+    def record_file(self, path: str, node: yaml.Node) -> str | None:
+        text = self.string(path, node)
+        if text is None:
+            return None
+        resolved = self.base_dir / self.expand(path, node, text)
+        problem = check_appendable(resolved)
+        if problem is not None:
+            self.fail(path, node, f"cannot record there: {problem}")
+            return None
+        return str(resolved)
+
+    def replay(self, node: yaml.Node) -> ReplayConfig | None:
+        """``replay: FILE.har`` or ``replay: {file, miss}``; the file is read now."""
+        if isinstance(node, yaml.ScalarNode):
+            values: dict[str, Any] = {}
+            file = self.existing_file("replay", node)
+            if file is not None:
+                values["file"] = file
+            keys: dict[str, yaml.Node] = {"file": node}
+        else:
+            values, keys = self.section("replay", node, REPLAY_FIELDS)
+            if isinstance(node, yaml.MappingNode) and "file" not in keys:
+                self.fail("replay.file", node, "missing: the HAR file to answer from")
+        if "file" not in values:
+            return None
+        where = "replay.file" if isinstance(node, yaml.MappingNode) else "replay"
+        try:
+            entries = read_har(Path(values["file"]))
+        except HarError as error:
+            for problem in error.problems:
+                self.fail(where, keys["file"], f"cannot replay it: {problem}")
+            return None
+        return ReplayConfig(**values, entries=entries, line=node.start_mark.line + 1)
+
+    def byte_size(self, path: str, node: yaml.Node) -> int | None:
+        """A number of bytes: an integer, or a number with a unit (``512KB``, ``10MiB``;
+        KB = 1000 bytes, KiB = 1024)."""
+        value = self.value(node) if isinstance(node, yaml.ScalarNode) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        match = BYTE_SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+        if match is None or float(match[1]) <= 0:
+            shown = node.value if isinstance(node, yaml.ScalarNode) else "a list or mapping"
+            self.fail(path, node, f"must be a size in bytes such as 1048576, 512KB or 10MiB, got {shown}")
+            return None
+        return int(float(match[1]) * BYTE_UNITS[(match[2] or "b").lower()])
+
+    def replay_miss(self, path: str, node: yaml.Node) -> str | None:
+        # `miss: 404` is a number in YAML: taken as the word it is meant as.
+        value = self.value(node) if isinstance(node, yaml.ScalarNode) else None
+        text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+        if text not in REPLAY_MISSES:
+            shown = node.value if isinstance(node, yaml.ScalarNode) else "a list or mapping"
+            self.fail(path, node, f"must be one of {', '.join(REPLAY_MISSES)}, got {shown!r}")
+            return None
+        return text
+
 
 Reader = Callable[[_Checker, str, yaml.Node], Any]
 
@@ -644,6 +727,16 @@ MOCK_FIELDS: dict[str, Reader] = {
     "file": _Checker.existing_file,
 }
 MOCK_BODIES = ("json", "body", "file")
+RECORD_FIELDS: dict[str, Reader] = {
+    "file": _Checker.record_file,
+    "max_body": _Checker.byte_size,
+}
+REPLAY_FIELDS: dict[str, Reader] = {
+    "file": _Checker.existing_file,
+    "miss": _Checker.replay_miss,
+}
+BYTE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+BYTE_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?", re.IGNORECASE)
 MOCK_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "content-encoding"})
 RULE_FIELDS: dict[str, Reader] = {
     "path": _Checker.rule_path,

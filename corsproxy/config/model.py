@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from corsproxy.har.reader import RecordedExchange
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_METHODS = ("GET", "HEAD", "POST")
@@ -162,6 +164,31 @@ class MockConfig:
     line: int = 0
 
 
+DEFAULT_RECORD_MAX_BODY = 10 * 1024 * 1024
+REPLAY_MISSES = ("forward", "404")
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    """Every exchange the proxy forwards, appended to a HAR 1.2 file."""
+
+    file: str  # resolved against the config file's folder
+    # Bodies (decoded) are cut at this many bytes and marked truncated.
+    max_body: int = DEFAULT_RECORD_MAX_BODY
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """Requests answered from a HAR's entries; ``miss`` says what happens to the others."""
+
+    file: str  # resolved against the config file's folder
+    miss: str = "forward"  # forward | 404
+    # The file's entries, read (and checked) when the config loads.
+    entries: tuple[RecordedExchange, ...] = field(default=(), repr=False, compare=False)
+    line: int = 0
+
+
 @dataclass(frozen=True)
 class Config:
     routes: tuple[RouteConfig, ...]
@@ -169,6 +196,9 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     # Answered by the proxy before any route is looked up; first match wins.
     mocks: tuple[MockConfig, ...] = ()
+    record: RecordConfig | None = None
+    # Answered after mocks, before any route is looked up.
+    replay: ReplayConfig | None = None
     source: str = "<config>"
     # Values that came from the environment: shown as *** wherever the proxy displays headers.
     secrets: frozenset[str] = frozenset()

@@ -39,10 +39,13 @@ async def watch_config(
     apply: Callable[[Config], None],
     interval: float = DEFAULT_INTERVAL,
     reject: Callable[[ConfigError], None] | None = None,
+    adjust: Callable[[Config], Config] = lambda config: config,
 ) -> None:
     """Poll the files' modification times and sizes. Polling needs no extra dependency and
     works on every file system, including bind mounts into containers, where inotify
-    events often never arrive. ``reject`` hears of a change that was refused."""
+    events often never arrive. ``reject`` hears of a change that was refused; ``adjust``
+    applies what the command line set (--port, --record, ...) to each config loaded, so a
+    reload keeps it."""
     files = watched(path, current)
     last = tuple(_stamp(file) for file in files)
     while True:
@@ -55,7 +58,7 @@ async def watch_config(
             log.error("config %s disappeared; still serving the last good config", path)
             continue
         try:
-            new = load_config(path, os.environ)
+            new = adjust(load_config(path, os.environ))
         except ConfigError as error:
             log.error("config change rejected, still serving the last good config:\n%s", error.render())
             if reject is not None:

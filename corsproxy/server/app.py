@@ -14,17 +14,38 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import NamedTuple
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.http import HttpVersion11
 
-from corsproxy.answers import Answer, decorate, failure_answer, mock_answer, preflight_answer, refusal_answer
+from corsproxy.answers import (
+    Answer,
+    decorate,
+    failure_answer,
+    mock_answer,
+    preflight_answer,
+    refusal_answer,
+    replay_answer,
+    replay_miss_answer,
+)
 from corsproxy.config.model import Config, ConfigError
 from corsproxy.config.reload import watch_config
 from corsproxy.errors import UpstreamBrokeOff, UpstreamError
-from corsproxy.flow import OWN_PREFIX, Forward, Mock, Preflight, Refuse, RequestHead, plan
+from corsproxy.flow import (
+    OWN_PREFIX,
+    Forward,
+    Mock,
+    Preflight,
+    Refuse,
+    Replayed,
+    RequestHead,
+    plan,
+    plan_route,
+)
 from corsproxy.inspector.routes import add_inspector_routes
 from corsproxy.message.host import host_refusal, request_authority
+from corsproxy.recording import Tape
 from corsproxy.state import STATE, Outcome, ProxyState, Runtime, take_upstream_slot
 from corsproxy.upstream.aiohttp_client import AiohttpAnswer, AiohttpClient, create_session
 from corsproxy.upstream.route import match_path
@@ -34,9 +55,12 @@ from corsproxy.version import __version__
 log = logging.getLogger("corsproxy")
 
 
-def create_app(config: Config, watch: Path | None = None) -> web.Application:
+def create_app(
+    config: Config, watch: Path | None = None, adjust: Callable[[Config], Config] | None = None
+) -> web.Application:
     """The proxy as an aiohttp application, ready for ``web.run_app`` or a test server.
-    With ``watch``, that config file is reloaded when it changes."""
+    With ``watch``, that config file is reloaded when it changes, each new config passed
+    through ``adjust`` (what the command line sets on top of the file)."""
     state = ProxyState(Runtime.build(config))
     size = config.server.max_header_size
     app = web.Application(
@@ -54,7 +78,7 @@ def create_app(config: Config, watch: Path | None = None) -> web.Application:
     app[STATE] = state
     app.cleanup_ctx.append(_client_session)
     if watch is not None:
-        app.cleanup_ctx.append(_config_watcher(watch))
+        app.cleanup_ctx.append(_config_watcher(watch, adjust or (lambda loaded: loaded)))
     app.router.add_get(OWN_PREFIX + "health", health)
     add_inspector_routes(app)
     app.router.add_route("*", OWN_PREFIX + "{tail:.*}", own_not_found)
@@ -62,7 +86,9 @@ def create_app(config: Config, watch: Path | None = None) -> web.Application:
     return app
 
 
-def _config_watcher(path: Path) -> Callable[[web.Application], AsyncIterator[None]]:
+def _config_watcher(
+    path: Path, adjust: Callable[[Config], Config]
+) -> Callable[[web.Application], AsyncIterator[None]]:
     async def run(app: web.Application) -> AsyncIterator[None]:
         state = app[STATE]
 
@@ -74,7 +100,8 @@ def _config_watcher(path: Path) -> Callable[[web.Application], AsyncIterator[Non
         def reject(error: ConfigError) -> None:
             state.rejected_reload = error
 
-        task = asyncio.create_task(watch_config(path, state.runtime.config, apply, reject=reject))
+        watching = watch_config(path, state.runtime.config, apply, reject=reject, adjust=adjust)
+        task = asyncio.create_task(watching)
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -153,7 +180,7 @@ async def expect_continue(request: web.Request) -> None:
         return
     if expect.lower() != "100-continue":
         raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
-    if isinstance(plan(request_head(request), request.app[STATE].runtime), Forward):
+    if isinstance(plan(request_head(request), request.app[STATE].runtime), Forward | Replayed):
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         # aiohttp's own handler does this too: the answer's body has not started yet.
         request.writer.output_size = 0
@@ -169,6 +196,13 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     head = request_head(request)
     decided = plan(head, state.runtime)
+    read: BodyStart | None = None
+    if isinstance(decided, Replayed):
+        read = await read_start(request.content) if head.has_body else BodyStart(b"", True)
+        replayed = answer_replayed(state, head, decided, read, started)
+        if replayed is not None:
+            return replayed
+        decided = plan_route(head, state.runtime, decided.decision, decided.close)
     if isinstance(decided, Preflight):
         status, headers, body = preflight_answer(decided.decision)
         response = web.Response(status=status, headers=headers, body=body)
@@ -198,15 +232,91 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     try:
         if decided.websocket:
             return await open_websocket(request, state, head, decided, started)
-        return await forward(request, state, head, decided, started)
+        return await forward(request, state, head, decided, started, read)
     finally:
         state.in_flight -= 1
 
 
+# The most of a request body read to compare it with recorded ones; a longer body matches
+# no entry and is forwarded as it streams.
+REPLAY_BODY_LIMIT = 16 * 1024 * 1024
+
+
+class BodyStart(NamedTuple):
+    """The start of a request body read ahead: all of it when ``complete``."""
+
+    data: bytes
+    complete: bool
+
+
+async def read_start(content: StreamReader) -> BodyStart:
+    data = bytearray()
+    while len(data) <= REPLAY_BODY_LIMIT:
+        piece = await content.readany()
+        if not piece:
+            return BodyStart(bytes(data), True)
+        data += piece
+    return BodyStart(bytes(data), False)
+
+
+def answer_replayed(
+    state: ProxyState, head: RequestHead, replayed: Replayed, body: BodyStart, started: float
+) -> web.Response | None:
+    """A recorded answer, or replay.miss's 404; None for a miss that goes on as usual."""
+    recorded = replayed.replay.take(replayed.found, body.data) if body.complete else None
+    if recorded is not None:
+        answer = replay_answer(replayed, recorded, scheme=head.scheme, authority=head.authority or "")
+        error = None
+    elif replayed.replay.answers_misses:
+        answer = replay_miss_answer(replayed, head.method, head.path, head.query_string)
+        error = "no recorded answer (replay.miss: 404)"
+    else:
+        return None
+    response = as_response(answer)
+    if replayed.close:
+        response.force_close()
+    state.finish(Outcome(head, response, started, replayed.decision, error=error, source="replay"))
+    return response
+
+
+async def request_body(
+    request: web.Request, head: RequestHead, read: BodyStart | None, tape: Tape | None
+) -> StreamReader | bytes | AsyncIterator[bytes] | None:
+    """What is sent upstream as the body: the client's stream, after what was read ahead,
+    copied to the recording as it goes."""
+    if not head.has_body:
+        return None
+    if read is not None and read.complete:
+        if tape is not None:
+            tape.request_chunk(read.data)
+        return read.data
+    if read is None and tape is None:
+        return request.content
+
+    async def chunks() -> AsyncIterator[bytes]:
+        if read is not None:
+            if tape is not None:
+                tape.request_chunk(read.data)
+            yield read.data
+        async for piece in request.content.iter_any():
+            if tape is not None:
+                tape.request_chunk(piece)
+            yield piece
+
+    return chunks()
+
+
 async def forward(
-    request: web.Request, state: ProxyState, head: RequestHead, forwarding: Forward, started: float
+    request: web.Request,
+    state: ProxyState,
+    head: RequestHead,
+    forwarding: Forward,
+    started: float,
+    read: BodyStart | None = None,
 ) -> web.StreamResponse:
     """Send the request upstream and stream its answer back, decorated (answers.py)."""
+    recorder = forwarding.recorder
+    tape = None if recorder is None else recorder.tape(head.method, forwarding.target, forwarding.headers)
     try:
         await take_upstream_slot(state, forwarding.route)
         try:
@@ -215,10 +325,10 @@ async def forward(
                 head.method,
                 forwarding.target,
                 forwarding.headers,
-                request.content if head.has_body else None,
+                await request_body(request, head, read, tape),
                 client_closed=lambda: request.transport is None or request.transport.is_closing(),
             )
-            return await relay(request, state, head, forwarding, answer, started)
+            return await relay(request, state, head, forwarding, answer, started, tape)
         finally:
             state.upstream_slots.release()
     except UpstreamError as error:
@@ -245,9 +355,12 @@ async def relay(
     forwarding: Forward,
     answer: AiohttpAnswer,
     started: float,
+    tape: Tape | None = None,
 ) -> web.StreamResponse:
     """Stream the upstream's answer back with our CORS headers in place of its own."""
     upstream_ms = (time.perf_counter() - started) * 1000
+    if tape is not None:
+        tape.answered(answer.status, answer.reason, answer.headers)
     headers = decorate(answer.headers, forwarding, scheme=head.scheme, authority=head.authority or "")
     streamed = web.StreamResponse(status=answer.status, reason=answer.reason, headers=headers)
     if forwarding.close:
@@ -257,15 +370,23 @@ async def relay(
     try:
         await streamed.prepare(request)
         async for chunk in answer.chunks():
+            if tape is not None:
+                tape.chunk(chunk)
             await streamed.write(chunk)
         await streamed.write_eof()
+        if tape is not None:
+            tape.finish()
     except UpstreamBrokeOff as broke:
+        if tape is not None:
+            tape.finish(str(broke))
         # The client must see a truncated body, never a complete-looking one.
         outcome.error = str(broke)
         log.warning("%s %s: %s", head.method, head.path, outcome.error)
         if request.transport is not None:
             request.transport.abort()
     except ConnectionResetError:
+        if tape is not None:
+            tape.finish("the client disconnected before the body ended")
         # The client went away: stop reading the upstream and drop that connection.
         outcome.error = "client disconnected"
         log.warning("%s %s: %s", head.method, head.path, outcome.error)

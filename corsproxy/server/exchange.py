@@ -10,15 +10,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from multidict import CIMultiDict
 
-from corsproxy.answers import decorate, failure_answer, mock_answer, refusal_answer
+from corsproxy.answers import (
+    decorate,
+    failure_answer,
+    mock_answer,
+    refusal_answer,
+    replay_answer,
+    replay_miss_answer,
+)
 from corsproxy.errors import ProxyStopping, UpstreamBrokeOff, UpstreamError
-from corsproxy.flow import Forward, Mock, Preflight, Refuse, RequestHead
+from corsproxy.flow import Forward, Mock, Preflight, Refuse, Replayed, RequestHead
+from corsproxy.har.reader import RecordedExchange
+from corsproxy.recording import Tape
 from corsproxy.server.wire import LAST_CHUNK, answer_bytes, chunk, http_date, preflight_bytes, serialize_head
 from corsproxy.state import Outcome, ProxyState, take_upstream_slot
 from corsproxy.upstream.lean_client import LeanAnswer, LeanClient
@@ -96,10 +105,40 @@ def answer_mock(door: Connection, head: RequestHead, keep_alive: bool, started: 
     return close
 
 
+def answer_replayed(
+    door: Connection,
+    head: RequestHead,
+    keep_alive: bool,
+    started: float,
+    replayed: Replayed,
+    recorded: RecordedExchange | None,
+) -> bool:
+    """Write a recorded answer, or replay.miss's 404 (answers.py); True when the
+    connection must close after it."""
+    if recorded is not None:
+        answer = replay_answer(replayed, recorded, scheme=head.scheme, authority=head.authority or "")
+        error = None
+    else:
+        answer = replay_miss_answer(replayed, head.method, head.path, head.query_string)
+        error = "no recorded answer (replay.miss: 404)"
+    close = replayed.close or not keep_alive or door.closing
+    door.write(answer_bytes(answer, close))
+    outcome = Outcome(
+        head,
+        FrontAnswer(answer.status, answer.headers),
+        started,
+        replayed.decision,
+        error=error,
+        source="replay",
+    )
+    door.state.finish(outcome)
+    return close
+
+
 class FrontExchange:
     """One request the front door forwards, from the plan to exactly one record."""
 
-    __slots__ = ("answer", "answered", "door", "head", "keep_alive", "started", "state")
+    __slots__ = ("answer", "answered", "door", "head", "keep_alive", "started", "state", "tape")
 
     def __init__(self, door: Connection, head: RequestHead, keep_alive: bool, started: float) -> None:
         self.door = door
@@ -109,6 +148,7 @@ class FrontExchange:
         self.started = started
         self.answer: LeanAnswer | None = None  # the upstream answer being relayed
         self.answered = False  # the answer's head has gone to the client
+        self.tape: Tape | None = None  # recording to HAR (recording.py)
 
     def must_close(self, plan_close: bool = False) -> bool:
         return plan_close or not self.keep_alive or self.door.closing
@@ -123,6 +163,9 @@ class FrontExchange:
         if head.method not in BODYLESS_METHODS and "Content-Length" not in sent:
             sent["Content-Length"] = "0"
         close = self.must_close(forwarding.close)
+        recorder = forwarding.recorder
+        if recorder is not None:
+            self.tape = recorder.tape(head.method, forwarding.target, sent)
         state.in_flight += 1
         try:
             await take_upstream_slot(state, forwarding.route)
@@ -166,26 +209,40 @@ class FrontExchange:
             return True
         # The head and the body bytes already here in one gathered write: one send() for a
         # small answer, and no copy into one buffer for a large one.
+        tape = self.tape
         parts = [response_head]
+        if tape is not None:
+            tape.answered(answer.status, answer.reason, answer.headers)
         for piece in answer.take_pending():
+            if tape is not None:
+                tape.chunk(piece)
             parts += chunk(piece) if chunked else (piece,)
         transport.writelines(parts)
         self.answered = True
         self.answer = answer
         if door.write_paused:
             answer.pause()
+        sink: Callable[[bytes], None] = door.write_chunk if chunked else door.write
+        if tape is not None:
+            sink = recorded_sink(tape, sink)
         try:
-            answer.attach(door.write_chunk if chunked else door.write)
+            answer.attach(sink)
             await answer.finished()
             if chunked and not door.lost:
                 transport.write(LAST_CHUNK)
+            if tape is not None:
+                tape.finish()
         except asyncio.CancelledError:
             outcome.error = "client disconnected" if door.lost else "cut short: corsproxy shut down mid-body"
+            if tape is not None:
+                tape.finish(outcome.error)
             if not door.lost:
                 transport.abort()  # visibly truncated, never complete-looking
             self.state.finish(outcome)
             raise
         except UpstreamBrokeOff as broke:
+            if tape is not None:
+                tape.finish(str(broke))
             close = True
             if door.lost:
                 outcome.error = "client disconnected"
@@ -219,3 +276,13 @@ class FrontExchange:
         outcome = Outcome(self.head, FrontAnswer(499, CIMultiDict()), self.started, forwarding.decision)
         outcome.error = "client disconnected"
         self.state.finish(outcome.forwarded(forwarding.target, forwarding.headers, None))
+
+
+def recorded_sink(tape: Tape, sink: Callable[[bytes], None]) -> Callable[[bytes], None]:
+    """``sink``, with each piece also given to the recording."""
+
+    def write(data: bytes) -> None:
+        tape.chunk(data)
+        sink(data)
+
+    return write

@@ -28,8 +28,24 @@ from aiohttp.web_server import Server
 from multidict import CIMultiDict
 from yarl import URL
 
-from corsproxy.flow import OWN_PREFIX, Forward, Mock, Preflight, Refuse, RequestHead, plan
-from corsproxy.server.exchange import FrontExchange, answer_mock, answer_preflight, answer_refusal
+from corsproxy.flow import (
+    OWN_PREFIX,
+    Forward,
+    Mock,
+    Preflight,
+    Refuse,
+    Replayed,
+    RequestHead,
+    plan,
+    plan_route,
+)
+from corsproxy.server.exchange import (
+    FrontExchange,
+    answer_mock,
+    answer_preflight,
+    answer_refusal,
+    answer_replayed,
+)
 from corsproxy.server.wire import chunk
 from corsproxy.state import ProxyState
 from corsproxy.upstream.lean_client import LeanAnswer, LeanClient
@@ -246,6 +262,15 @@ class FrontDoor(asyncio.Protocol):
         if request.path.startswith(OWN_PAGES):
             return False
         decided = plan(request, self.state.runtime)
+        if isinstance(decided, Replayed):
+            # The front door's requests have no body: compared as the empty one.
+            recorded = decided.replay.take(decided.found, b"")
+            if recorded is not None or decided.replay.answers_misses:
+                self._take(head_length)
+                close = answer_replayed(self, request, keep_alive, started, decided, recorded)
+                self._request_done(close, serve_next=False)
+                return True
+            decided = plan_route(request, self.state.runtime, decided.decision, decided.close)
         if isinstance(decided, Preflight):
             self._take(head_length)
             # The loop in _serve_buffered goes on to any request already buffered.

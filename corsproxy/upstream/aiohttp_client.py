@@ -97,7 +97,7 @@ class AiohttpClient:
         method: str,
         target: URL,
         headers: CIMultiDict[str],
-        body: StreamReader | None,
+        body: StreamReader | bytes | AsyncIterator[bytes] | None,
         client_closed: Callable[[], bool] = lambda: False,
     ) -> AiohttpAnswer:
         with map_errors(route, client_closed):

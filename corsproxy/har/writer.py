@@ -1,0 +1,197 @@
+"""Appending entries to a HAR file so that it is a valid HAR after every entry.
+
+The file is kept in one layout: the ``log`` object's other members, then ``entries`` last,
+one entry per line, then a fixed trailer. An entry is added by one ``pwrite`` over the
+trailer of the entry and a new trailer, so at every moment the file on disk is either the
+old valid HAR or the new one: a crash or ``kill -9`` loses only entries not yet written.
+An exclusive ``flock`` around each append lets several processes (``--workers``) share a
+file. A HAR in any other layout (from a browser, from Playwright) is rewritten into this
+one once, through a new file renamed over it, before the first append.
+
+Entries are encoded and written by one thread per file, so neither the JSON encoding of
+a large body nor the disk ever holds up the event loop.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import json
+import os
+import queue
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from corsproxy.har.entries import log_skeleton
+
+TRAILER = b"\n]}}\n"
+
+
+class HarFileError(Exception):
+    """The file exists and is not a HAR that entries can be added to."""
+
+
+def _head_bytes(log: dict[str, Any]) -> bytes:
+    members = {key: value for key, value in log.items() if key != "entries"}
+    # The log's members without its closing brace, then the entries array opened.
+    opened = json.dumps({"log": members}, ensure_ascii=False)[:-2]
+    separator = ", " if members else ""
+    return f'{opened}{separator}"entries": ['.encode()
+
+
+def read_log(path: Path) -> dict[str, Any] | None:
+    """The ``log`` of an existing HAR, or None when there is no file (or an empty one);
+    raises HarFileError for a file that is not a HAR."""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise HarFileError(f"cannot read {str(path)!r}: {error.strerror}") from error
+    if not text.strip():
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        raise HarFileError(f"{str(path)!r} is not JSON: {error}") from error
+    log = data.get("log") if isinstance(data, dict) else None
+    if not isinstance(log, dict) or not isinstance(log.get("entries", []), list):
+        raise HarFileError(f"{str(path)!r} is not a HAR file: no log.entries list")
+    return log
+
+
+def check_appendable(path: Path) -> str | None:
+    """Why entries cannot be added to ``path``, or None when they can."""
+    if path.is_dir():
+        return f"{str(path)!r} is a folder"
+    if not path.parent.is_dir():
+        return f"the folder {str(path.parent)!r} does not exist"
+    try:
+        read_log(path)
+    except HarFileError as error:
+        return str(error)
+    return None
+
+
+def _rewrite(path: Path, log: dict[str, Any]) -> None:
+    """Put an existing HAR into the append layout: a new file renamed over the old one."""
+    lines = [json.dumps(entry, ensure_ascii=False).encode() for entry in log.get("entries", [])]
+    body = _head_bytes(log) + (b"\n" + b",\n".join(lines) if lines else b"") + TRAILER
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(body)
+    os.replace(temporary, path)
+
+
+def _open_locked(path: Path) -> int:
+    """The file open and exclusively locked, in the append layout; created if missing."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            # Another process may have renamed a rewritten file over this one meanwhile.
+            if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                os.close(fd)
+                continue
+        except FileNotFoundError:
+            os.close(fd)
+            continue
+        size = os.fstat(fd).st_size
+        if size == 0:
+            os.pwrite(fd, _head_bytes(log_skeleton()) + TRAILER, 0)
+            return fd
+        if size >= len(TRAILER) and os.pread(fd, len(TRAILER), size - len(TRAILER)) == TRAILER:
+            return fd
+        try:
+            log = read_log(path) or log_skeleton()
+        except HarFileError:
+            os.close(fd)
+            raise
+        _rewrite(path, log)
+        os.close(fd)
+
+
+def append(path: Path, encoded_entry: bytes) -> None:
+    """Add one entry (its JSON, one line) to the HAR at ``path``, in one write."""
+    fd = _open_locked(path)
+    try:
+        size = os.fstat(fd).st_size
+        at = size - len(TRAILER)
+        first = os.pread(fd, 1, at - 1) == b"["
+        os.pwrite(fd, (b"\n" if first else b",\n") + encoded_entry + TRAILER, at)
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+Job = Callable[[], bytes | None]
+
+
+class HarWriter:
+    """One file's writer thread: jobs (each making an entry's JSON) run and are appended
+    in the order given. ``flush`` waits for every job given so far."""
+
+    def __init__(self, path: Path, on_error: Callable[[str], None]) -> None:
+        self.path = path
+        self.on_error = on_error
+        self.jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self.pending = 0
+        self.idle = threading.Condition()
+        self.thread: threading.Thread | None = None
+        self.pid = os.getpid()
+
+    def submit(self, job: Job) -> None:
+        with self.idle:
+            self.pending += 1
+        if self.thread is None or self.pid != os.getpid():
+            # Started on first use, so a process forked for --workers starts its own.
+            self.pid = os.getpid()
+            self.thread = threading.Thread(target=self._run, name=f"har {self.path.name}", daemon=True)
+            self.thread.start()
+        self.jobs.put(job)
+
+    def _run(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            try:
+                encoded = job()
+                if encoded is not None:
+                    append(self.path, encoded)
+            except (OSError, HarFileError) as error:
+                self.on_error(f"recording to {self.path} failed: {error}")
+            except Exception as error:  # a bad entry must not stop the recording
+                self.on_error(f"recording to {self.path} failed on one entry: {error!r}")
+            finally:
+                with self.idle:
+                    self.pending -= 1
+                    self.idle.notify_all()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every submitted entry is on disk; False if that took over ``timeout``."""
+        with self.idle:
+            return self.idle.wait_for(lambda: self.pending == 0, timeout)
+
+
+_writers: dict[Path, HarWriter] = {}
+_writers_lock = threading.Lock()
+
+
+def writer_for(path: Path, on_error: Callable[[str], None]) -> HarWriter:
+    """The one writer of ``path`` in this process, shared by every config that names it."""
+    resolved = path.resolve()
+    with _writers_lock:
+        found = _writers.get(resolved)
+        if found is None:
+            found = _writers[resolved] = HarWriter(resolved, on_error)
+        return found
+
+
+def flush_all(timeout: float = 10.0) -> None:
+    """Every entry submitted so far, on disk: at shutdown."""
+    for writer in list(_writers.values()):
+        writer.flush(timeout)
+
+
+atexit.register(flush_all)
