@@ -97,7 +97,7 @@ def replay_miss_answer(replayed: Replayed, method: str, path: str, query_string:
         text += "; closest recorded: " + ", ".join(closest)
     else:
         text += f" ({len(replay)} entries recorded, none like it)"
-    return text_answer(404, text, replayed.decision, REPLAY)
+    return text_answer(404, text, replayed.decision, "replay-miss")
 
 
 def failure_answer(error: UpstreamError, decision: Decision) -> Answer:

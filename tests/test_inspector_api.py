@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
 
 from tests.conftest import FRONT_DOOR, ProxyFactory, Upstream
+from tests.har import schema_errors
 
 
 @pytest.fixture
@@ -453,3 +454,33 @@ async def test_without_a_cookie_the_verdict_also_says_what_credentials_mode_incl
     assert [finding["code"] for finding in browser["with_credentials"]["findings"]] == [
         "credentials-not-allowed"
     ]
+
+
+async def test_the_record_is_served_as_a_valid_har_oldest_first_with_secrets_hidden(
+    upstream: Upstream, make_proxy: ProxyFactory
+) -> None:
+    client = await start(upstream, make_proxy)
+    await client.get("/api/first?x=1", headers={"Origin": FRONTEND})
+    await client.options("/api/second", headers={"Origin": FRONTEND, "Access-Control-Request-Method": "PUT"})
+    await client.get("/api/third", headers={"Origin": "https://evil.example", "Cookie": f"t={TOKEN}"})
+    response = await client.get("/__corsproxy/api/har")
+    assert response.status == 200
+    assert response.headers["Content-Disposition"] == 'attachment; filename="corsproxy.har"'
+    text = await response.text()
+    assert TOKEN not in text
+    har = json.loads(text)
+    assert not schema_errors(har)
+    entries = har["log"]["entries"]
+    own = own_origin(client)
+    assert [entry["request"]["url"] for entry in entries] == [
+        f"{own}/api/first?x=1",
+        f"{own}/api/second",
+        f"{own}/api/third",
+    ]
+    assert [entry["request"]["method"] for entry in entries] == ["GET", "OPTIONS", "GET"]
+    first, preflight, refused = (entry["_corsproxy"] for entry in entries)
+    assert (first["source"], first["cors"]["allowed"]) == ("upstream", True)
+    assert (preflight["preflight"], preflight["source"]) == (True, "corsproxy")
+    assert refused["cors"]["allowed"] is False
+    cookie_header = {h["name"]: h["value"] for h in entries[2]["request"]["headers"]}["Cookie"]
+    assert cookie_header == "t=***"

@@ -28,7 +28,7 @@ from corsproxy.har.entries import log_skeleton
 from corsproxy.har.writer import append
 from tests.conftest import ProxyFactory, Upstream, config_from_yaml
 from tests.har import load_valid_har, recorded, schema_errors
-from tests.processes import free_port, spawn, start_demo_upstream, wait_for_port
+from tests.processes import corsproxy, free_port, http, spawn, start_demo_upstream, wait_for_port
 
 try:
     from compression import zstd  # type: ignore[import-not-found]
@@ -401,3 +401,47 @@ def test_the_har_schema_takes_an_empty_log_and_refuses_what_the_spec_forbids() -
     entry_without_timings = {"startedDateTime": "2026-01-01T00:00:00Z", "time": 0}
     assert schema_errors({"log": {**log_skeleton(), "entries": [entry_without_timings]}})
     assert schema_errors({"log": {**log_skeleton(), "entries": [], "surprise": 1}})
+
+
+def test_the_command_line_records_and_a_reload_of_the_config_file_keeps_it(
+    tmp_path: Path, started: list[subprocess.Popen[str]], upstream_port_for_process: int
+) -> None:
+    config = tmp_path / "corsproxy.yaml"
+    config.write_text(f"upstream: http://127.0.0.1:{upstream_port_for_process}\n")
+    har = tmp_path / "cli.har"
+    port = free_port()
+    proxy = spawn(started, "serve", str(config), "--port", str(port), "--record", str(har))
+    wait_for_port(port, proxy)
+    assert " 200 " in http(port, "GET /api/echo?before HTTP/1.1\nHost: localhost\nConnection: close\n")
+    config.write_text(f"upstream: http://127.0.0.1:{upstream_port_for_process}\nrules:\n  - origins: ['*']\n")
+    deadline = time.monotonic() + 10
+    while "*" not in http(port, "GET /__corsproxy/api/config HTTP/1.1\nHost: localhost\nConnection: close\n"):
+        assert time.monotonic() < deadline, "the edit was not reloaded"
+        time.sleep(0.2)
+    assert " 200 " in http(port, "GET /api/echo?after HTTP/1.1\nHost: localhost\nConnection: close\n")
+    proxy.send_signal(signal.SIGTERM)
+    _, errors = proxy.communicate(timeout=15)
+    urls = [entry["request"]["url"] for entry in load_valid_har(har)["log"]["entries"]]
+    assert [url.rsplit("/", 1)[-1] for url in urls] == ["echo?before", "echo?after"], errors
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(
+            ("--record", "/no/such/folder/x.har"),
+            "--record /no/such/folder/x.har: cannot record there: the folder",
+            id="record",
+        ),
+        pytest.param(
+            ("--replay", "/no/such.har"), "--replay /no/such.har: cannot read '/no/such.har'", id="replay"
+        ),
+    ],
+)
+def test_a_bad_record_or_replay_file_on_the_command_line_exits_2_naming_it(
+    args: tuple[str, ...], message: str
+) -> None:
+    result = corsproxy("serve", "--upstream", "http://127.0.0.1:9", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

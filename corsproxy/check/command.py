@@ -428,8 +428,9 @@ async def _check_target(
         notes.append(f"redirect to {location} not followed: the browser would check CORS again there")
     findings = check_response(request, answer.headers, via=via)
     kind = dict((name.lower(), value) for name, value in answer.headers).get(ANSWER_MARK)
-    if kind is not None and kind.startswith("mock["):
-        # A mock is the answer the developer configured: what the browser makes of it stands.
+    if kind is not None and (kind.startswith("mock[") or kind == "replay"):
+        # A mock or a recorded answer is the one the developer asked for: what the browser
+        # makes of it stands.
         notes.append(f"answered by corsproxy's {kind}, not the upstream")
     elif kind is not None:
         message = (

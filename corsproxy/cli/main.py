@@ -372,6 +372,13 @@ def banner(config: Config) -> str:
     base = f"{scheme}://{shown}:{config.server.port}"
     lines = [f"corsproxy {__version__} on {base} ({config.source})"]
     lines += [f"  {base}{route.path.rstrip('/')}/... -> {route.upstream}" for route in config.routes]
+    if config.mocks:
+        lines.append(f"  mocks: {len(config.mocks)}, answered before any route")
+    if config.replay is not None:
+        replay = config.replay
+        lines.append(f"  replaying {replay.file} ({len(replay.entries)} entries; a miss: {replay.miss})")
+    if config.record is not None:
+        lines.append(f"  recording forwarded exchanges to {config.record.file}")
     lines.append(f"  inspector: {base}/__corsproxy/")
     lines.append(f"  health: {base}/__corsproxy/health")
     return "\n".join(lines)
@@ -417,6 +424,11 @@ def describe(config: Config) -> str:
         for name, value in route.request_headers:
             shown = "***" if value in config.secrets or any(s in value for s in config.secrets) else value
             lines.append(f"      sets {name}: {shown}")
+    if config.record is not None:
+        lines.append(f"record: {config.record.file} (bodies up to {config.record.max_body} bytes)")
+    if config.replay is not None:
+        replay = config.replay
+        lines.append(f"replay: {replay.file}, {len(replay.entries)} entries (a miss: {replay.miss})")
     lines.append("rules (first match wins):")
     for index, rule in enumerate(config.rules):
         lines.append(f"  rules[{index}] path {rule.path}: origins {', '.join(rule.origins)}")

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from corsproxy.config.model import Config
 from corsproxy.exchanges import REDACTED, Exchange
+from corsproxy.inspector.har_export import ring_as_har
 from corsproxy.message.host import host_refusal
 from corsproxy.patterns.origins import same_origin
 from corsproxy.state import STATE
@@ -94,6 +95,7 @@ def add_inspector_routes(app: web.Application) -> None:
     get(PREFIX + r"api/exchanges/{id:\d+}", own_origin_only(exchange_detail))
     get(PREFIX + "api/events", own_origin_only(events))
     get(PREFIX + "api/config", own_origin_only(config_summary))
+    get(PREFIX + "api/har", own_origin_only(har_export))
 
 
 def own_origin_only(handler: Handler) -> Handler:
@@ -226,6 +228,14 @@ async def _end_streams(app: web.Application) -> None:
     # for its timeout whenever an inspector tab is open.
     for stream in app[STREAMS]:
         stream.end()
+
+
+async def har_export(request: web.Request) -> web.Response:
+    """The record as a HAR file (inspector/har_export.py), offered as a download."""
+    har = ring_as_har(request.app[STATE].exchanges.recent(), request.scheme)
+    response = web.json_response(har)
+    response.headers["Content-Disposition"] = 'attachment; filename="corsproxy.har"'
+    return response
 
 
 async def config_summary(request: web.Request) -> web.Response:

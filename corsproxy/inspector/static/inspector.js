@@ -57,6 +57,11 @@ function fillHeaders(table, pairs) {
 
 // ---- the live list ------------------------------------------------------------------
 
+// An answer that stood in for the upstream's: a mock ("mock[0]") or a recorded one ("replay").
+function standIn(source) {
+  return source.startsWith("mock") || source === "replay";
+}
+
 function exchangeRow(summary) {
   const path = summary.query ? `${summary.path}?${summary.query}` : summary.path;
   const row = el(
@@ -72,7 +77,7 @@ function exchangeRow(summary) {
       "td",
       { className: "preflight" },
       summary.preflight ? el("span", { className: "badge" }, "preflight") : "",
-      summary.source.startsWith("mock") ? el("span", { className: "badge mock" }, summary.source) : "",
+      standIn(summary.source) ? el("span", { className: "badge mock" }, summary.source) : "",
     ),
     decisionView("td", summary),
   );
@@ -133,7 +138,7 @@ async function selectExchange(id) {
   panel.hidden = false;
   $("#detail-title").textContent =
     `Exchange ${detail.id}: ${detail.preflight ? "preflight " : ""}${detail.method} ${detail.path} → ${detail.status}` +
-    (detail.source.startsWith("mock") ? ` (answered by ${detail.source})` : "");
+    (standIn(detail.source) ? ` (answered by ${detail.source})` : "");
   const decision = $("#detail-decision");
   decision.className = `decision ${detail.cors.allowed ? "allowed" : "refused"}`;
   decision.textContent = decisionText(detail.cors);
