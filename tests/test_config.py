@@ -253,3 +253,20 @@ def test_an_empty_value_means_the_default(text: str, where: str, wanted: str) ->
     """An empty host must never mean every interface; an empty rule path is every path."""
     config = parse_config(text, "test.yaml", {})
     assert (config.server.host if where == "host" else config.rules[0].path) == wanted
+
+
+def test_the_example_configs_commented_record_and_replay_lines_load_when_uncommented(tmp_path: Path) -> None:
+    lines = (ROOT / "config.example.yaml").read_text().splitlines()
+    switched = [
+        line.removeprefix("# ") if line.startswith(("# record:", "# replay:")) else line for line in lines
+    ]
+    assert switched != lines
+    (tmp_path / "corsproxy.yaml").write_text("\n".join(switched) + "\n")
+    (tmp_path / "traffic.har").write_text(
+        '{"log": {"version": "1.2", "creator": {"name": "x", "version": "1"}, "entries": []}}'
+    )
+    config = load_config(tmp_path / "corsproxy.yaml", {"API_TOKEN": "t"})
+    assert config.record is not None
+    assert config.record.file == str(tmp_path / "traffic.har")
+    assert config.replay is not None
+    assert config.replay.miss == "forward"
