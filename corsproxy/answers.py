@@ -82,7 +82,9 @@ def replay_answer(replayed: Replayed, recorded: RecordedExchange, *, scheme: str
     headers = returned_headers(CIMultiDict(kept), route, scheme=scheme, host=authority)
     headers[ANSWER_MARK] = REPLAY
     add_cors_headers(headers, replayed.decision, VARY_ORIGIN)
-    return Answer(recorded.status, headers, recorded.body)
+    # RFC 9110 sections 15.3.5 and 15.4.5: a 204 or 304 has no content, whatever was stored.
+    body = b"" if recorded.status in (204, 304) else recorded.body
+    return Answer(recorded.status, headers, body)
 
 
 def replay_miss_answer(replayed: Replayed, method: str, path: str, query_string: str) -> Answer:

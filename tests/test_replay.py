@@ -280,6 +280,9 @@ async def test_a_har_corsproxy_recorded_replays_the_same_answers_with_the_upstre
             "replay: {file: empty.json}\n", "is not a HAR file: no log.entries list", id="not a HAR"
         ),
         pytest.param(
+            "replay: {file: odd.json}\n", "is not a HAR file: no log.entries list", id="log not a mapping"
+        ),
+        pytest.param(
             "replay: {file: broken.har}\n",
             "replay.file: cannot replay it: entries[1]: missing 'response'",
             id="a broken entry",
@@ -299,6 +302,7 @@ def test_every_replay_mistake_is_a_config_error_with_its_key_and_line(
 ) -> None:
     (tmp_path / "notes.txt").write_text("not json")
     (tmp_path / "empty.json").write_text("{}")
+    (tmp_path / "odd.json").write_text('{"log": "x"}')
     good = har_entry("GET", "https://x.example/a")
     write_har(tmp_path / "good.har", good)
     write_har(tmp_path / "broken.har", good, {"request": good["request"]})
@@ -324,3 +328,20 @@ def test_corsproxy_serve_replay_alone_answers_offline(
     proxy.terminate()
     out, _ = proxy.communicate(timeout=15)
     assert f"replaying {har} (1 entries; a miss: 404)" in out
+
+
+async def test_entries_without_an_answer_or_for_a_websocket_are_not_replayed(
+    upstream: Upstream, make_proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    har = write_har(
+        tmp_path / "devtools.har",
+        # As DevTools saves them: a request the page cancelled, and a WebSocket's upgrade.
+        har_entry("GET", "https://x.example/cancelled", status=0),
+        har_entry("GET", "https://x.example/socket", status=101),
+        har_entry("GET", "https://x.example/kept", text='"kept"'),
+    )
+    client = await make_proxy(f"upstream: {upstream.url}\nreplay: {har}\n")
+    assert await (await client.get("/kept")).json() == "kept"
+    for path in ("/cancelled", "/socket"):
+        assert "Corsproxy-Answer" not in (await client.get(path)).headers
+    assert [seen.path for seen in upstream.received] == ["/cancelled", "/socket"]

@@ -41,10 +41,9 @@ def read_har(path: Path) -> tuple[RecordedExchange, ...]:
         raise HarError([f"cannot read {str(path)!r}: {error.strerror}"]) from error
     except ValueError as error:
         raise HarError([f"{str(path)!r} is not JSON: {error}"]) from error
-    entries = data.get("log", {}).get("entries") if isinstance(data, dict) else None
-    if not isinstance(data.get("log") if isinstance(data, dict) else None, dict) or not isinstance(
-        entries, list
-    ):
+    log = data.get("log") if isinstance(data, dict) else None
+    entries = log.get("entries") if isinstance(log, dict) else None
+    if not isinstance(entries, list):
         raise HarError([f"{str(path)!r} is not a HAR file: no log.entries list"])
     problems: list[str] = []
     recorded = []
@@ -70,8 +69,9 @@ def _describe(error: Exception) -> str:
 def _exchange(index: int, entry: Any) -> RecordedExchange | None:
     request, response = entry["request"], entry["response"]
     status = int(response["status"])
-    if status == 0:
-        # A request the browser never got an answer to (blocked, cancelled): nothing to replay.
+    if status < 200:
+        # 0: a request the browser never got an answer to (blocked, cancelled); 101: a
+        # WebSocket, whose messages are not replayed. Neither is an answer to replay.
         return None
     content = response.get("content") or {}
     text = content.get("text")

@@ -68,11 +68,25 @@ def check_appendable(path: Path) -> str | None:
         return f"{str(path)!r} is a folder"
     if not path.parent.is_dir():
         return f"the folder {str(path.parent)!r} does not exist"
+    if _ends_with_trailer(path):
+        # Written in the append layout (by corsproxy): not parsed again, however large.
+        return None
     try:
         read_log(path)
     except HarFileError as error:
         return str(error)
     return None
+
+
+def _ends_with_trailer(path: Path) -> bool:
+    try:
+        with path.open("rb") as file:
+            if file.seek(0, 2) < len(TRAILER):
+                return False
+            file.seek(-len(TRAILER), 2)
+            return file.read() == TRAILER
+    except OSError:
+        return False
 
 
 def _rewrite(path: Path, log: dict[str, Any]) -> None:

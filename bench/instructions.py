@@ -1,0 +1,133 @@
+"""Instructions per request, this tree against an earlier revision: a cost that machine
+noise cannot blur.
+
+    python bench/instructions.py REV
+
+Each side runs `corsproxy serve --upstream URL --port N` at its defaults (its log line
+going to a file) under valgrind's callgrind, which counts instructions executed, not
+seconds: the same for the same work whatever else the machine does. Requests go one
+after another on one keep-alive connection, N and then 2N of them in two runs; the
+difference of the two totals over N is the cost of one request, startup and shutdown
+cancelled out. Small GET (forwarded to nginx) and preflight (answered by the proxy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    ORIGIN,
+    Procs,
+    ensure_tools,
+    free_port,
+    log,
+    make_workdir,
+    python_for_project,
+    start_upstream,
+)
+from compare import unpack
+
+GET = f"GET /small HTTP/1.1\r\nHost: localhost\r\nOrigin: {ORIGIN}\r\n\r\n".encode()
+PREFLIGHT = (
+    f"OPTIONS /small HTTP/1.1\r\nHost: localhost\r\nOrigin: {ORIGIN}\r\n"
+    "Access-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: content-type\r\n\r\n"
+).encode()
+
+
+def serve_argv(python: str, source: Path | None, upstream: str, port: int) -> list[str]:
+    flags = ["serve", "--upstream", upstream, "--port", str(port)]
+    if source is None:
+        return [python, "-m", "corsproxy", *flags]
+    start = (
+        f"import sys; sys.path.insert(0, {str(source)!r}); import corsproxy; "
+        f"assert corsproxy.__file__.startswith({str(source)!r}), corsproxy.__file__; "
+        "from corsproxy.cli.main import main; sys.exit(main())"
+    )
+    return [python, "-c", start, *flags]
+
+
+def answers(connection: socket.socket, request: bytes, count: int) -> None:
+    """``count`` requests, each sent once the answer before it is in."""
+    for _ in range(count):
+        connection.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += connection.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        wanted = int(length[1]) if length else 0
+        while len(body) < wanted:
+            body += connection.recv(65536)
+
+
+def instructions(argv: list[str], port: int, request: bytes, count: int, tmp: Path) -> int:
+    out = tmp / f"callgrind.{port}.out"
+    with (tmp / f"serve.{port}.log").open("wb") as sink:
+        proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv], stdout=sink, stderr=sink
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                connection = socket.create_connection(("127.0.0.1", port), timeout=60)
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"corsproxy under valgrind did not start: {argv}") from None
+                time.sleep(0.2)
+        with connection:
+            answers(connection, request, count)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+    summary = re.search(r"^summary: (\d+)", out.read_text(), re.M)
+    assert summary is not None, out
+    return int(summary[1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("revision")
+    parser.add_argument("--requests", type=int, default=1000, help="N: the runs send N and 2N")
+    parser.add_argument("--python", default=python_for_project())
+    args = parser.parse_args()
+    ensure_tools()
+    procs = Procs()
+    tmp = make_workdir()
+    try:
+        upstream = start_upstream(procs, tmp)
+        commit = unpack(args.revision, tmp / "baseline")
+        rows = []
+        for kind, request in (("small GET", GET), ("preflight", PREFLIGHT)):
+            costs = {}
+            for side, source in ((commit, tmp / "baseline"), ("this tree", None)):
+                totals = []
+                for count in (args.requests, 2 * args.requests):
+                    port = free_port()
+                    argv = serve_argv(args.python, source, upstream.base, port)
+                    totals.append(instructions(argv, port, request, count, tmp))
+                costs[side] = (totals[1] - totals[0]) / args.requests
+                log(f"{kind}, {side}: {costs[side]:,.0f} instructions a request")
+            rows.append((kind, costs[commit], costs["this tree"]))
+    finally:
+        procs.stop_all()
+    print(f"instructions per request at the defaults (callgrind, N={args.requests} and {2 * args.requests}):")
+    print(f"| request | {commit} | this tree | ratio |")
+    print("|---|---|---|---|")
+    for kind, before, now in rows:
+        print(f"| {kind} | {before:,.0f} | {now:,.0f} | {now / before:.4f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
