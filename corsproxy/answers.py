@@ -14,11 +14,13 @@ from dataclasses import dataclass
 
 from multidict import CIMultiDict
 
-from corsproxy.cors.policy import Decision
+from corsproxy.config.model import FailConfig
+from corsproxy.cors.policy import ACEH, Decision
 from corsproxy.cors.response import PREFLIGHT_VARY_TOKENS, VARY_ORIGIN, add_cors_headers
 from corsproxy.errors import UpstreamError
 from corsproxy.flow import Forward, Mock, Refuse, Replayed
 from corsproxy.har.reader import RecordedExchange
+from corsproxy.headers import split_list
 from corsproxy.upstream.header_rules import returned_headers
 
 TEXT_PLAIN = "text/plain; charset=utf-8"
@@ -100,6 +102,21 @@ def replay_miss_answer(replayed: Replayed, method: str, path: str, query_string:
     else:
         text += f" ({len(replay)} entries recorded, none like it)"
     return text_answer(404, text, replayed.decision, "replay-miss")
+
+
+def simulated_failure_answer(fail: FailConfig, decision: Decision, said: str) -> Answer:
+    """A simulated failure's answer: its status, with the rules' CORS headers so the page
+    reads the status under test instead of a CORS error, and Retry-After when set."""
+    answer = text_answer(fail.status, f"simulated by corsproxy: {said}", decision, "simulated")
+    if fail.retry_after is not None:
+        answer.headers["Retry-After"] = str(fail.retry_after)
+        if decision.allowed:
+            # Not a safelisted response header (Fetch standard): exposed, so the retry logic
+            # under test can read it whatever the rule's expose_headers say.
+            exposed = split_list(answer.headers.get(ACEH))
+            if "retry-after" not in (name.lower() for name in exposed):
+                answer.headers[ACEH] = ", ".join([*exposed, "Retry-After"])
+    return answer
 
 
 def failure_answer(error: UpstreamError, decision: Decision) -> Answer:

@@ -45,6 +45,8 @@ class Exchange:
     proxy_answer: bool = False
     # Who answered: "upstream", "corsproxy" (a preflight, a refusal, a failure) or "mock[0]".
     source: str = "upstream"
+    # What a simulated bad network did to this request, if anything: "latency 312ms, 503".
+    simulated: str | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -61,6 +63,7 @@ class Exchange:
             "cors": {"allowed": self.allowed, "reason": self.reason, "rule": self.rule},
             "error": self.error,
             "source": self.source,
+            "simulated": self.simulated,
         }
 
     def browser_verdict(self) -> dict[str, Any] | None:

@@ -24,6 +24,7 @@ from corsproxy.message.host import HostGuard
 from corsproxy.mocks import Mocks
 from corsproxy.recording import Recorder
 from corsproxy.replay import Replay
+from corsproxy.simulate import Simulator
 from corsproxy.upstream.aiohttp_client import AiohttpClient
 from corsproxy.upstream.route import Route, Router
 
@@ -92,6 +93,8 @@ class Outcome:
     upstream_ms: float | None = None
     # Who answered, when not the upstream or the proxy's own CORS engine: "mock[0]".
     source: str | None = None
+    # What a simulated bad network did to it (simulate.py): "latency 312ms, 503".
+    simulated: str | None = None
 
     def forwarded(self, url: URL, headers: CIMultiDict[str], upstream_ms: float | None) -> Outcome:
         self.upstream_url, self.upstream_headers, self.upstream_ms = url, headers, upstream_ms
@@ -112,6 +115,8 @@ class ProxyState:
         self.front_door = FrontDoorCounts()
         self.started = time.time()
         self.exchanges = ExchangeLog()
+        # Lives as long as the proxy: its switches and added entries survive a reload.
+        self.simulator = Simulator(runtime.config.simulate, runtime.config.seed)
         # Requests being forwarded now: the shutdown message counts them.
         self.in_flight = 0
         # The last config change hot reload refused, until a good one loads.
@@ -133,12 +138,13 @@ class ProxyState:
                 f"-> {status} {elapsed:.1f}ms upstream={upstream_ms}"
                 f"{f' answered by {outcome.source}' if outcome.source else ''}"
                 f"{' preflight' if outcome.preflight else ''} cors: {cors_verdict(decision)}"
+                f"{f' simulated: {outcome.simulated}' if outcome.simulated else ''}"
                 f"{f' error: {outcome.error}' if outcome.error else ''}"
             )
         # A refusal or failure the proxy answered itself is never shown as "allowed".
         proxy_answer = (
             outcome.error is not None
-            and status >= 400
+            and (status >= 400 or status == 0)
             and outcome.upstream_ms is None
             and not outcome.preflight
         )
@@ -169,6 +175,7 @@ class ProxyState:
                 secrets=self.runtime.config.secrets,
                 proxy_answer=proxy_answer,
                 source=outcome.source or ("upstream" if outcome.upstream_url is not None else "corsproxy"),
+                simulated=outcome.simulated,
             )
         )
 

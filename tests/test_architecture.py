@@ -35,7 +35,13 @@ LAYERS: list[tuple[str, ...]] = [
     # the configuration, checked with the patterns
     ("corsproxy.config",),
     # decisions on the configuration: CORS, the message checks, the browser's rules
-    ("corsproxy.cors", "corsproxy.message", "corsproxy.check", "corsproxy.mocks"),
+    (
+        "corsproxy.cors",
+        "corsproxy.message",
+        "corsproxy.check",
+        "corsproxy.mocks",
+        "corsproxy.simulate",
+    ),
     # towards the upstream: routes, header rules, both clients, WebSockets
     ("corsproxy.upstream",),
     # recorded traffic: HAR written from forwarded exchanges, and replayed

@@ -19,10 +19,12 @@ import yaml
 from dotenv import dotenv_values
 
 from corsproxy.config.model import (
+    FAIL_MODES,
     REPLAY_MISSES,
     Config,
     ConfigError,
     CookieConfig,
+    FailConfig,
     MockConfig,
     Problem,
     RecordConfig,
@@ -31,6 +33,7 @@ from corsproxy.config.model import (
     RuleConfig,
     ServerConfig,
     ServerTLS,
+    SimulateConfig,
     UpstreamTLS,
 )
 from corsproxy.har.reader import HarError, read_har
@@ -47,7 +50,18 @@ from corsproxy.tls import client_ssl_context
 
 T = TypeVar("T")
 
-TOP_KEYS = ("server", "upstream", "routes", "rules", "mocks", "record", "replay", "env_file")
+TOP_KEYS = (
+    "server",
+    "upstream",
+    "routes",
+    "rules",
+    "mocks",
+    "record",
+    "replay",
+    "simulate",
+    "seed",
+    "env_file",
+)
 COOKIE_CHOICES = {
     "domain": ("rewrite", "keep"),
     "secure": ("auto", "keep"),
@@ -240,6 +254,8 @@ class _Checker:
         mocks = self.mocks(top["mocks"]) if "mocks" in top else ()
         record = self.record(top["record"]) if "record" in top else None
         replay = self.replay(top["replay"]) if "replay" in top else None
+        simulate = self.simulations(top["simulate"]) if "simulate" in top else ()
+        seed = self.scalar("seed", top["seed"], int, "an integer") if "seed" in top else None
         if self.problems:
             raise ConfigError(self.problems, self.source)
         return Config(
@@ -249,6 +265,8 @@ class _Checker:
             mocks=mocks,
             record=record,
             replay=replay,
+            simulate=simulate,
+            seed=seed,
             source=self.source,
             secrets=frozenset(self.secrets),
             env_file=self.env_file,
@@ -668,6 +686,87 @@ class _Checker:
             return None
         return text
 
+    # -- simulated bad networks ----------------------------------------------------
+
+    def simulations(self, node: yaml.Node) -> tuple[SimulateConfig, ...]:
+        entries = []
+        for index, item in enumerate(self.sequence("simulate", node)):
+            entry = self.simulation(f"simulate[{index}]", item)
+            if entry is not None:
+                entries.append(entry)
+        return tuple(entries)
+
+    def simulation(self, where: str, node: yaml.Node) -> SimulateConfig | None:
+        problems_before = len(self.problems)
+        values, keys = self.section(where, node, SIMULATE_FIELDS)
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        if "path" not in keys:
+            self.fail(f"{where}.path", node, "missing: the path (a glob, as in rules) this entry applies to")
+        if not any(key in keys for key in SIMULATE_EFFECTS):
+            self.fail(where, node, f"does nothing: give at least one of {', '.join(SIMULATE_EFFECTS)}")
+        if len(self.problems) != problems_before:
+            return None
+        return SimulateConfig(**values, line=node.start_mark.line + 1)
+
+    def latency(self, path: str, node: yaml.Node) -> tuple[float, float] | None:
+        """``300ms``, ``1.5s``, or a range ``200ms..1500ms`` (uniform)."""
+        text = str(self.value(node)) if isinstance(node, yaml.ScalarNode) else None
+        low_text, dots, high_text = (text or "").partition("..")
+        low = _duration(low_text)
+        high = _duration(high_text) if dots else low
+        if low is None or high is None:
+            shown = node.value if isinstance(node, yaml.ScalarNode) else "a list or mapping"
+            self.fail(
+                path,
+                node,
+                f"must be a duration such as 300ms or 1.5s, or a range 200ms..1500ms, got {shown!r}",
+            )
+            return None
+        if high < low:
+            self.fail(path, node, f"the range ends before it starts: {text}")
+            return None
+        return (low, high)
+
+    def throttle(self, path: str, node: yaml.Node) -> int | None:
+        """A rate such as ``50KB/s`` (KB = 1000 bytes, KiB = 1024)."""
+        text = self.value(node) if isinstance(node, yaml.ScalarNode) else None
+        match = BYTE_RATE.fullmatch(text.strip()) if isinstance(text, str) else None
+        if match is None or float(match[1]) <= 0:
+            shown = node.value if isinstance(node, yaml.ScalarNode) else "a list or mapping"
+            self.fail(path, node, f"must be a rate such as 50KB/s, 1MB/s or 512KiB/s, got {shown!r}")
+            return None
+        return max(1, int(float(match[1]) * BYTE_UNITS[(match[2] or "b").lower()]))
+
+    def fail_entry(self, path: str, node: yaml.Node) -> FailConfig | None:
+        problems_before = len(self.problems)
+        values, keys = self.section(path, node, FAIL_FIELDS)
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        if "rate" in keys and "every" in keys:
+            self.fail(f"{path}.every", keys["every"], "give rate or every, not both")
+        elif "rate" not in keys and "every" not in keys:
+            self.fail(path, node, "say how often: rate (0 to 1, at random) or every: N (every N-th request)")
+        mode = values.get("mode", "status")
+        for key in ("status", "retry_after"):
+            if key in keys and mode != "status":
+                self.fail(
+                    f"{path}.{key}", keys[key], f"a {mode} sends no answer: {key} goes with mode: status"
+                )
+        if len(self.problems) != problems_before:
+            return None
+        return FailConfig(**values)
+
+    def fail_rate(self, path: str, node: yaml.Node) -> float | None:
+        value = self.value(node) if isinstance(node, yaml.ScalarNode) else None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            shown = node.value if isinstance(node, yaml.ScalarNode) else "a list or mapping"
+            self.fail(
+                path, node, f"must be a number from 0 to 1 (the share of requests that fail), got {shown}"
+            )
+            return None
+        return float(value)
+
 
 Reader = Callable[[_Checker, str, yaml.Node], Any]
 
@@ -735,6 +834,23 @@ REPLAY_FIELDS: dict[str, Reader] = {
     "file": _Checker.existing_file,
     "miss": _Checker.replay_miss,
 }
+SIMULATE_EFFECTS = ("latency", "throttle", "fail")
+SIMULATE_FIELDS: dict[str, Reader] = {
+    "path": _Checker.mock_path,
+    "method": _Checker.mock_methods,
+    "latency": _Checker.latency,
+    "throttle": _Checker.throttle,
+    "fail": _Checker.fail_entry,
+}
+FAIL_FIELDS: dict[str, Reader] = {
+    "rate": _Checker.fail_rate,
+    "every": _Checker.positive_int,
+    "mode": _choice(FAIL_MODES),
+    "status": _Checker.mock_status,
+    "retry_after": _Checker.non_negative_int,
+}
+BYTE_RATE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)/s", re.IGNORECASE)
+DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s)")
 BYTE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 BYTE_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?", re.IGNORECASE)
 MOCK_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "content-encoding"})
@@ -748,6 +864,28 @@ RULE_FIELDS: dict[str, Reader] = {
     "max_age": _Checker.non_negative_int,
     "allow_private_network": _Checker.boolean,
 }
+
+
+def _duration(text: str) -> float | None:
+    """Seconds in ``300ms`` or ``1.5s``; None when it is not such a duration."""
+    match = DURATION.fullmatch(text.strip())
+    if match is None:
+        return None
+    return float(match[1]) / (1000 if match[2] == "ms" else 1)
+
+
+def parse_simulate_entry(data: Any) -> SimulateConfig:
+    """One ``simulate`` entry given as data (the inspector's API): checked as the file's
+    entries are; raises ConfigError naming each bad key."""
+    checker = _Checker("the entry", {}, Path.cwd())
+    node = yaml.compose(json.dumps(data))
+    entry = checker.simulation("", node) if node is not None else None
+    if checker.problems or entry is None:
+        problems = checker.problems or [
+            Problem("must be a mapping with a path and latency, throttle or fail")
+        ]
+        raise ConfigError([Problem(problem.message, problem.path) for problem in problems], "the entry")
+    return entry
 
 
 def upstream_problem(url: str, shown: str | None = None) -> str | None:

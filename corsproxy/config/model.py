@@ -189,6 +189,35 @@ class ReplayConfig:
     line: int = 0
 
 
+FAIL_MODES = ("status", "reset", "hang")
+
+
+@dataclass(frozen=True)
+class FailConfig:
+    """A simulated failure: at random (``rate``) or every ``every``-th matching request."""
+
+    rate: float | None = None  # 0 to 1
+    every: int | None = None
+    # status: answer ``status`` (with CORS headers); reset: close the connection without an
+    # answer; hang: never answer.
+    mode: str = "status"
+    status: int = 503
+    retry_after: int | None = None  # seconds, sent as Retry-After
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    """A bad network on purpose for requests matching ``path`` (a glob, as in rules) and
+    ``method``: latency, a throttled body, failures. Every matching entry applies."""
+
+    path: str
+    method: tuple[str, ...] = ()  # empty: any method
+    latency: tuple[float, float] | None = None  # seconds, uniform between the two
+    throttle: int | None = None  # bytes per second
+    fail: FailConfig | None = None
+    line: int = 0
+
+
 @dataclass(frozen=True)
 class Config:
     routes: tuple[RouteConfig, ...]
@@ -199,6 +228,9 @@ class Config:
     record: RecordConfig | None = None
     # Answered after mocks, before any route is looked up.
     replay: ReplayConfig | None = None
+    simulate: tuple[SimulateConfig, ...] = ()
+    # Makes every random choice of ``simulate`` the same on every run.
+    seed: int | None = None
     source: str = "<config>"
     # Values that came from the environment: shown as *** wherever the proxy displays headers.
     secrets: frozenset[str] = frozenset()

@@ -23,7 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
-from corsproxy.config.model import Config
+from corsproxy.config.checker import parse_simulate_entry
+from corsproxy.config.model import Config, ConfigError
 from corsproxy.exchanges import REDACTED, Exchange
 from corsproxy.inspector.har_export import ring_as_har
 from corsproxy.message.host import host_refusal
@@ -96,6 +97,9 @@ def add_inspector_routes(app: web.Application) -> None:
     get(PREFIX + "api/events", own_origin_only(events))
     get(PREFIX + "api/config", own_origin_only(config_summary))
     get(PREFIX + "api/har", own_origin_only(har_export))
+    get(PREFIX + "api/simulate", own_origin_only(simulate_listing))
+    app.router.add_post(PREFIX + "api/simulate", own_origin_only(simulate_add))
+    app.router.add_put(PREFIX + r"api/simulate/{which:\d+|offline}", own_origin_only(simulate_switch))
 
 
 def own_origin_only(handler: Handler) -> Handler:
@@ -236,6 +240,48 @@ async def har_export(request: web.Request) -> web.Response:
     response = web.json_response(har)
     response.headers["Content-Disposition"] = 'attachment; filename="corsproxy.har"'
     return response
+
+
+async def simulate_listing(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].simulator.listing())
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError as error:
+        raise web.HTTPBadRequest(text=f"the body must be JSON: {error}\n") from None
+
+
+async def simulate_add(request: web.Request) -> web.Response:
+    """An entry for this run, checked as the config file's are; a 400 names each bad key."""
+    try:
+        entry = parse_simulate_entry(await _json_body(request))
+    except ConfigError as error:
+        return web.json_response(
+            {"error": "not a valid simulate entry", "problems": error.errors}, status=400
+        )
+    simulator = request.app[STATE].simulator
+    index = simulator.add(entry)
+    return web.json_response(simulator.listing()["entries"][index], status=201)
+
+
+async def simulate_switch(request: web.Request) -> web.Response:
+    """``{"enabled": true|false}`` for entry N, or for the offline switch."""
+    body = await _json_body(request)
+    enabled = body.get("enabled") if isinstance(body, dict) else None
+    if not isinstance(enabled, bool):
+        return web.json_response({"error": 'send {"enabled": true} or {"enabled": false}'}, status=400)
+    simulator = request.app[STATE].simulator
+    which = request.match_info["which"]
+    if which == "offline":
+        simulator.go_offline(enabled)
+    elif int(which) < len(simulator.entries):
+        simulator.switch(int(which), enabled)
+    else:
+        count = len(simulator.entries)
+        return web.json_response({"error": f"no simulate entry {which}: there are {count}"}, status=404)
+    return web.json_response(simulator.listing())
 
 
 async def config_summary(request: web.Request) -> web.Response:

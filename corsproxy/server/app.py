@@ -46,6 +46,8 @@ from corsproxy.flow import (
 from corsproxy.inspector.routes import add_inspector_routes
 from corsproxy.message.host import host_refusal, request_authority
 from corsproxy.recording import Tape
+from corsproxy.server import simulation
+from corsproxy.simulate import Simulated
 from corsproxy.state import STATE, Outcome, ProxyState, Runtime, take_upstream_slot
 from corsproxy.upstream.aiohttp_client import AiohttpAnswer, AiohttpClient, create_session
 from corsproxy.upstream.route import match_path
@@ -95,6 +97,7 @@ def _config_watcher(
         def apply(config: Config) -> None:
             # Swapped whole: a request in flight keeps the Runtime it started with.
             state.runtime = Runtime.build(config)
+            state.simulator.load(config.simulate, config.seed)
             state.rejected_reload = None
 
         def reject(error: ConfigError) -> None:
@@ -196,20 +199,29 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     head = request_head(request)
     decided = plan(head, state.runtime)
+    simulated = None
+    simulator = state.simulator
+    if simulator.active and not isinstance(decided, Refuse):
+        preflight = isinstance(decided, Preflight)
+        simulated = simulator.draw(head.method, head.path, preflight)
+        if simulated is not None and simulated.fail is not None:
+            return await simulation.fail(
+                request, state, head, decided.decision, simulated, started, preflight
+            )
     read: BodyStart | None = None
     if isinstance(decided, Replayed):
         read = await read_start(request.content) if head.has_body else BodyStart(b"", True)
-        replayed = answer_replayed(state, head, decided, read, started)
+        replayed = answer_replayed(head, decided, read, started)
         if replayed is not None:
-            return replayed
+            return await simulation.deliver(request, state, *replayed, simulated)
         decided = plan_route(head, state.runtime, decided.decision, decided.close)
     if isinstance(decided, Preflight):
         status, headers, body = preflight_answer(decided.decision)
         response = web.Response(status=status, headers=headers, body=body)
         if decided.close:
             response.force_close()
-        state.finish(Outcome(head, response, started, decided.decision, preflight=True))
-        return response
+        outcome = Outcome(head, response, started, decided.decision, preflight=True)
+        return await simulation.deliver(request, state, response, outcome, simulated)
     if isinstance(decided, Refuse):
         response = as_response(refusal_answer(decided))
         if decided.close:
@@ -224,15 +236,13 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         response = as_response(answer)
         if decided.close:
             response.force_close()
-        state.finish(
-            Outcome(head, response, started, decided.decision, error=error, source=decided.mock.label)
-        )
-        return response
+        outcome = Outcome(head, response, started, decided.decision, error=error, source=decided.mock.label)
+        return await simulation.deliver(request, state, response, outcome, simulated)
     state.in_flight += 1
     try:
         if decided.websocket:
             return await open_websocket(request, state, head, decided, started)
-        return await forward(request, state, head, decided, started, read)
+        return await forward(request, state, head, decided, started, read, simulated)
     finally:
         state.in_flight -= 1
 
@@ -260,9 +270,10 @@ async def read_start(content: StreamReader) -> BodyStart:
 
 
 def answer_replayed(
-    state: ProxyState, head: RequestHead, replayed: Replayed, body: BodyStart, started: float
-) -> web.Response | None:
-    """A recorded answer, or replay.miss's 404; None for a miss that goes on as usual."""
+    head: RequestHead, replayed: Replayed, body: BodyStart, started: float
+) -> tuple[web.Response, Outcome] | None:
+    """A recorded answer, or replay.miss's 404, and its record; None for a miss that goes
+    on as usual."""
     recorded = replayed.replay.take(replayed.found, body.data) if body.complete else None
     if recorded is not None:
         answer = replay_answer(replayed, recorded, scheme=head.scheme, authority=head.authority or "")
@@ -275,8 +286,7 @@ def answer_replayed(
     response = as_response(answer)
     if replayed.close:
         response.force_close()
-    state.finish(Outcome(head, response, started, replayed.decision, error=error, source="replay"))
-    return response
+    return response, Outcome(head, response, started, replayed.decision, error=error, source="replay")
 
 
 async def request_body(
@@ -313,6 +323,7 @@ async def forward(
     forwarding: Forward,
     started: float,
     read: BodyStart | None = None,
+    simulated: Simulated | None = None,
 ) -> web.StreamResponse:
     """Send the request upstream and stream its answer back, decorated (answers.py)."""
     recorder = forwarding.recorder
@@ -328,7 +339,7 @@ async def forward(
                 await request_body(request, head, read, tape),
                 client_closed=lambda: request.transport is None or request.transport.is_closing(),
             )
-            return await relay(request, state, head, forwarding, answer, started, tape)
+            return await relay(request, state, head, forwarding, answer, started, tape, simulated)
         finally:
             state.upstream_slots.release()
     except UpstreamError as error:
@@ -356,9 +367,17 @@ async def relay(
     answer: AiohttpAnswer,
     started: float,
     tape: Tape | None = None,
+    simulated: Simulated | None = None,
 ) -> web.StreamResponse:
     """Stream the upstream's answer back with our CORS headers in place of its own."""
     upstream_ms = (time.perf_counter() - started) * 1000
+    pacer = None
+    if simulated is not None:
+        # After the upstream's head, so upstream= in the log stays the upstream's own time.
+        if simulated.latency:
+            await asyncio.sleep(simulated.latency)
+        if simulated.throttle is not None:
+            pacer = simulation.Pacer(simulated.throttle)
     if tape is not None:
         tape.answered(answer.status, answer.reason, answer.headers)
     headers = decorate(answer.headers, forwarding, scheme=head.scheme, authority=head.authority or "")
@@ -367,12 +386,17 @@ async def relay(
         streamed.force_close()
     outcome = Outcome(head, streamed, started, forwarding.decision)
     outcome.forwarded(forwarding.target, forwarding.headers, upstream_ms)
+    if simulated is not None:
+        outcome.simulated = simulated.said
     try:
         await streamed.prepare(request)
         async for chunk in answer.chunks():
             if tape is not None:
                 tape.chunk(chunk)
-            await streamed.write(chunk)
+            if pacer is None:
+                await streamed.write(chunk)
+            else:
+                await pacer.write(streamed.write, chunk)
         await streamed.write_eof()
         if tape is not None:
             tape.finish()

@@ -10,9 +10,10 @@ aiohttp's are in wire.py.
 
 Its one test of "is this one mine?" is ``_parse`` and ``_mine``: anything else (a body,
 an upgrade or Expect, HTTP/1.0, HEAD, the proxy's own pages, a target that is not
-origin-form, a route whose upstream URL carries credentials, repeated headers, a head it
-cannot parse or one over the size limit) is handed to aiohttp's request handler together
-with every byte received so far, and that connection is aiohttp's from then on.
+origin-form, a route whose upstream URL carries credentials, a request a ``simulate``
+entry matches, repeated headers, a head it cannot parse or one over the size limit) is
+handed to aiohttp's request handler together with every byte received so far, and that
+connection is aiohttp's from then on.
 """
 
 from __future__ import annotations
@@ -260,6 +261,11 @@ class FrontDoor(asyncio.Protocol):
         if method == "HEAD" or method == "CONNECT" or request.raw_path.startswith(OWN_PAGES):
             return False
         if request.path.startswith(OWN_PAGES):
+            return False
+        simulator = self.state.simulator
+        if simulator.active and simulator.matches(method, request.path):
+            # A simulated bad network is slow or failing on purpose: aiohttp carries it out
+            # (server/simulation.py), written once.
             return False
         decided = plan(request, self.state.runtime)
         if isinstance(decided, Replayed):
