@@ -248,6 +248,11 @@ mocks:
     method: [PUT]
     status: 503
     body: simulated outage
+simulate:
+  - path: /open/flaky/**
+    fail: {{every: 1, status: 503, retry_after: 7}}
+  - path: /open/cut/**
+    fail: {{every: 1, mode: reset}}
 """
 
 

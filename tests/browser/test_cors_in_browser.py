@@ -268,3 +268,27 @@ def test_a_mocked_503_for_a_path_no_route_serves_reaches_the_page_as_a_503(
     assert result["fetched"], result
     assert (result["status"], result["body"]) == (503, "simulated outage")
     assert not tab.blocked_by_cors()
+
+
+def test_a_simulated_503_reaches_the_page_with_its_retry_after_and_body(fresh_stack: Stack, tab: Tab) -> None:
+    tab.page.goto(fresh_stack.page_url)
+
+    result = tab.fetch(f"{fresh_stack.proxy}/open/flaky/orders", read=("Retry-After",))
+
+    assert result["fetched"], result
+    assert result["status"] == 503
+    assert result["read"]["Retry-After"] == "7"
+    assert result["body"].startswith("simulated by corsproxy: 503")
+    assert fresh_stack.upstream_saw("GET", "/flaky/orders") == []
+    assert not tab.blocked_by_cors()
+
+
+def test_a_simulated_reset_makes_fetch_reject(fresh_stack: Stack, tab: Tab) -> None:
+    tab.page.goto(fresh_stack.page_url)
+
+    result = tab.fetch(f"{fresh_stack.proxy}/open/cut/orders")
+
+    assert not result["fetched"]
+    assert result["error"].startswith("TypeError: Failed to fetch")
+    # Not a CORS failure: the connection was cut.
+    assert not tab.blocked_by_cors()

@@ -3,9 +3,11 @@ tells an allowed request from a blocked one."""
 
 from __future__ import annotations
 
+import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from corsproxy import create_app, load_config
@@ -183,4 +185,30 @@ def test_a_rejected_reload_shows_as_a_banner_and_routes_update_live(
     expect(page.locator("#routes tbody")).to_contain_text("/second", timeout=10_000)
     expect(banner).to_be_hidden()
     assert page.evaluate("window.notReloaded") is True
+    assert tab.errors() == []
+
+
+def test_a_simulate_switch_flipped_on_the_page_changes_the_next_request(stack: Stack, tab: Tab) -> None:
+    page = open_inspector(tab, stack)
+    page.locator("#simulate-panel summary").click()
+    entries = page.locator("#simulate-entries tbody tr")
+    flaky = entries.filter(has_text="/open/flaky/**")
+    expect(flaky).to_contain_text("fail 503, every 1, Retry-After 7")
+    origin = f"http://localhost:{stack.page_port}"
+    switch = flaky.get_by_role("checkbox")
+    try:
+        switch.uncheck()
+        expect(page.locator("#simulate-summary")).to_contain_text("1 of 2 entries on")
+        with urllib.request.urlopen(
+            urllib.request.Request(f"{stack.proxy}/open/flaky/now", headers={"Origin": origin}), timeout=5
+        ) as response:
+            assert response.status == 200
+    finally:
+        switch.check()
+    expect(page.locator("#simulate-summary")).to_contain_text("2 of 2 entries on")
+    failed = page.locator("#exchanges tbody tr", has_text="/open/flaky/again")
+    with pytest.raises(urllib.error.HTTPError) as failure:
+        request_from_outside(f"{stack.proxy}/open/flaky/again", origin)
+    assert failure.value.code == 503
+    expect(failed.locator(".badge.simulated")).to_have_text("simulated")
     assert tab.errors() == []

@@ -78,6 +78,7 @@ function exchangeRow(summary) {
       { className: "preflight" },
       summary.preflight ? el("span", { className: "badge" }, "preflight") : "",
       standIn(summary.source) ? el("span", { className: "badge mock" }, summary.source) : "",
+      summary.simulated ? el("span", { className: "badge simulated", title: `simulated: ${summary.simulated}` }, "simulated") : "",
     ),
     decisionView("td", summary),
   );
@@ -138,7 +139,8 @@ async function selectExchange(id) {
   panel.hidden = false;
   $("#detail-title").textContent =
     `Exchange ${detail.id}: ${detail.preflight ? "preflight " : ""}${detail.method} ${detail.path} → ${detail.status}` +
-    (standIn(detail.source) ? ` (answered by ${detail.source})` : "");
+    (standIn(detail.source) ? ` (answered by ${detail.source})` : "") +
+    (detail.simulated ? ` — simulated: ${detail.simulated}` : "");
   const decision = $("#detail-decision");
   decision.className = `decision ${detail.cors.allowed ? "allowed" : "refused"}`;
   decision.textContent = decisionText(detail.cors);
@@ -217,6 +219,77 @@ async function loadConfig() {
     url.value = new URL(config.routes[0].path, location.origin).href;
   }
   showRejectedReload(config.rejected_reload);
+}
+
+// The simulated network: a switch per entry and the offline switch, each a PUT to the API.
+function simulateEffect(entry) {
+  const parts = [];
+  if (entry.latency) parts.push(`latency ${entry.latency}`);
+  if (entry.throttle) parts.push(`throttle ${entry.throttle}`);
+  if (entry.fail) {
+    const how = entry.fail.every ? `every ${entry.fail.every}` : `rate ${entry.fail.rate}`;
+    const what = entry.fail.mode === "status" ? String(entry.fail.status) : entry.fail.mode;
+    parts.push(`fail ${what}, ${how}` + (entry.fail.retry_after != null ? `, Retry-After ${entry.fail.retry_after}` : ""));
+  }
+  return parts.join("; ");
+}
+
+async function putSwitch(which, enabled) {
+  const response = await fetch(api(`simulate/${which}`), {
+    method: "PUT",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ enabled }),
+  });
+  if (!response.ok) throw new Error(`HTTP ${response.status}: ${await response.text()}`);
+  showSimulate(await response.json());
+}
+
+function switchFor(which, checked, label) {
+  const input = el("input", { type: "checkbox", checked, title: label });
+  input.setAttribute("aria-label", label);
+  input.dataset.which = which;
+  input.addEventListener("change", () => {
+    putSwitch(which, input.checked).catch((error) => {
+      input.checked = !input.checked;
+      const shown = $("#simulate-error");
+      shown.hidden = false;
+      shown.textContent = `could not switch: ${error.message}`;
+    });
+  });
+  return input;
+}
+
+function showSimulate(listing) {
+  $("#simulate-error").hidden = true;
+  const offline = $("#simulate-offline");
+  offline.checked = listing.offline;
+  const on = listing.entries.filter((entry) => entry.enabled).length;
+  $("#simulate-summary").textContent = listing.offline
+    ? "offline: every request is cut off"
+    : `${on} of ${listing.entries.length} entries on`;
+  $("#simulate-empty").hidden = listing.entries.length > 0;
+  $("#simulate-entries tbody").replaceChildren(
+    ...listing.entries.map((entry) =>
+      el(
+        "tr",
+        {},
+        el("td", {}, switchFor(entry.index, entry.enabled, `simulate[${entry.index}] on`)),
+        el(
+          "td",
+          {},
+          `simulate[${entry.index}]`,
+          el("small", { className: "muted" }, entry.added ? " added for this run" : entry.line ? ` line ${entry.line}` : ""),
+        ),
+        el("td", { className: "mono" }, entry.path),
+        el("td", { className: "mono" }, entry.method ? entry.method.join(", ") : "any"),
+        el("td", {}, simulateEffect(entry)),
+      ),
+    ),
+  );
+}
+
+async function loadSimulate() {
+  showSimulate(await getJson("simulate"));
 }
 
 // A config edit that hot reload refused: shown until a good one loads, as in the terminal.
@@ -359,4 +432,14 @@ document.addEventListener("DOMContentLoaded", () => {
     $("#config-source").textContent = `could not load the configuration: ${error.message}`;
   });
   setInterval(() => loadConfig().catch(() => {}), CONFIG_REFRESH_MS);
+  $("#simulate-offline").addEventListener("change", (event) => {
+    const box = event.target;
+    putSwitch("offline", box.checked).catch((error) => {
+      box.checked = !box.checked;
+      $("#simulate-error").hidden = false;
+      $("#simulate-error").textContent = `could not switch: ${error.message}`;
+    });
+  });
+  loadSimulate().catch(() => {});
+  setInterval(() => loadSimulate().catch(() => {}), CONFIG_REFRESH_MS);
 });
