@@ -8,15 +8,19 @@ going to a file) under valgrind's callgrind, which counts instructions executed,
 seconds: the same for the same work whatever else the machine does. Requests go one
 after another on one keep-alive connection, N and then 2N of them in two runs; the
 difference of the two totals over N is the cost of one request, startup and shutdown
-cancelled out. Small GET (forwarded to nginx) and preflight (answered by the proxy).
+cancelled out. Each side is measured twice (``--repeats``), alternately: timers (the log's
+20 ms batches) fire a little differently in each run, which moves the counts by up to
+about 1%, and the table shows it. Small GET (forwarded to nginx) and preflight (answered by the proxy).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -71,9 +75,15 @@ def answers(connection: socket.socket, request: bytes, count: int) -> None:
 
 def instructions(argv: list[str], port: int, request: bytes, count: int, tmp: Path) -> int:
     out = tmp / f"callgrind.{port}.out"
+    # A fixed hash seed: str hashes (and so dict and set layouts) are then the same in
+    # every run, one source of drift fewer.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
     with (tmp / f"serve.{port}.log").open("wb") as sink:
         proc = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv], stdout=sink, stderr=sink
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
+            stdout=sink,
+            stderr=sink,
+            env=env,
         )
     try:
         deadline = time.monotonic() + 120
@@ -99,6 +109,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("revision")
     parser.add_argument("--requests", type=int, default=1000, help="N: the runs send N and 2N")
+    parser.add_argument("--repeats", type=int, default=2, help="measurements of each side")
     parser.add_argument("--python", default=python_for_project())
     args = parser.parse_args()
     ensure_tools()
@@ -109,23 +120,27 @@ def main() -> int:
         commit = unpack(args.revision, tmp / "baseline")
         rows = []
         for kind, request in (("small GET", GET), ("preflight", PREFLIGHT)):
-            costs = {}
-            for side, source in ((commit, tmp / "baseline"), ("this tree", None)):
-                totals = []
-                for count in (args.requests, 2 * args.requests):
-                    port = free_port()
-                    argv = serve_argv(args.python, source, upstream.base, port)
-                    totals.append(instructions(argv, port, request, count, tmp))
-                costs[side] = (totals[1] - totals[0]) / args.requests
-                log(f"{kind}, {side}: {costs[side]:,.0f} instructions a request")
+            costs: dict[str, list[float]] = {commit: [], "this tree": []}
+            # Each side measured `--repeats` times, alternately, so the spread shows.
+            for _ in range(args.repeats):
+                for side, source in ((commit, tmp / "baseline"), ("this tree", None)):
+                    totals = []
+                    for count in (args.requests, 2 * args.requests):
+                        port = free_port()
+                        argv = serve_argv(args.python, source, upstream.base, port)
+                        totals.append(instructions(argv, port, request, count, tmp))
+                    costs[side].append((totals[1] - totals[0]) / args.requests)
+                    log(f"{kind}, {side}: {costs[side][-1]:,.0f} instructions a request")
             rows.append((kind, costs[commit], costs["this tree"]))
     finally:
         procs.stop_all()
     print(f"instructions per request at the defaults (callgrind, N={args.requests} and {2 * args.requests}):")
-    print(f"| request | {commit} | this tree | ratio |")
+    print(f"| request | {commit} | this tree | ratio of the medians |")
     print("|---|---|---|---|")
     for kind, before, now in rows:
-        print(f"| {kind} | {before:,.0f} | {now:,.0f} | {now / before:.4f} |")
+        shown = [" / ".join(f"{value:,.0f}" for value in side) for side in (before, now)]
+        ratio = statistics.median(now) / statistics.median(before)
+        print(f"| {kind} | {shown[0]} | {shown[1]} | {ratio:.4f} |")
     return 0
 
 

@@ -255,12 +255,15 @@ def test_an_empty_value_means_the_default(text: str, where: str, wanted: str) ->
     assert (config.server.host if where == "host" else config.rules[0].path) == wanted
 
 
-def test_the_example_configs_commented_record_and_replay_lines_load_when_uncommented(tmp_path: Path) -> None:
+def test_the_example_configs_commented_sections_load_when_uncommented(tmp_path: Path) -> None:
     lines = (ROOT / "config.example.yaml").read_text().splitlines()
-    switched = [
-        line.removeprefix("# ") if line.startswith(("# record:", "# replay:")) else line for line in lines
+    start = next(number for number, line in enumerate(lines) if line.startswith("# record:"))
+    # Below the first commented section, every commented line is YAML except the prose,
+    # which starts with a capital letter.
+    switched = lines[:start] + [
+        line.removeprefix("# ") if line.startswith("# ") and not line[2].isupper() else line
+        for line in lines[start:]
     ]
-    assert switched != lines
     (tmp_path / "corsproxy.yaml").write_text("\n".join(switched) + "\n")
     (tmp_path / "traffic.har").write_text(
         '{"log": {"version": "1.2", "creator": {"name": "x", "version": "1"}, "entries": []}}'
@@ -270,3 +273,6 @@ def test_the_example_configs_commented_record_and_replay_lines_load_when_uncomme
     assert config.record.file == str(tmp_path / "traffic.har")
     assert config.replay is not None
     assert config.replay.miss == "forward"
+    (failing,) = config.simulate
+    assert failing.fail is not None
+    assert (failing.path, failing.fail.every, failing.fail.retry_after) == ("/api/orders/**", 3, 5)

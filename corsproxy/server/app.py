@@ -241,6 +241,8 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     state.in_flight += 1
     try:
         if decided.websocket:
+            if simulated is not None and simulated.latency:
+                await asyncio.sleep(simulated.latency)  # before the upgrade's answer
             return await open_websocket(request, state, head, decided, started)
         return await forward(request, state, head, decided, started, read, simulated)
     finally:
