@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from multidict import CIMultiDict
 from yarl import URL
@@ -42,11 +43,19 @@ class Recorder:
     def tape(self, method: str, target: URL, headers: CIMultiDict[str]) -> Tape:
         return Tape(self, method, target, headers)
 
-    def redact(self, encoded: str) -> str:
-        for secret in self.secrets:
-            shown = json.dumps(secret, ensure_ascii=False)[1:-1]
-            encoded = encoded.replace(shown, REDACTED)
-        return encoded
+    def redact(self, value: Any) -> Any:
+        """``value`` with every injected secret inside its strings replaced by ***: strings
+        only, so a secret such as "3000" never touches a number or a key of the JSON."""
+        if isinstance(value, str):
+            for secret in self.secrets:
+                if secret in value:
+                    value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, dict):
+            return {key: self.redact(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.redact(item) for item in value]
+        return value
 
 
 class Tape:
@@ -63,6 +72,7 @@ class Tape:
         "reason",
         "recorder",
         "request_body",
+        "request_cut",
         "request_headers",
         "started",
         "started_wall",
@@ -79,6 +89,7 @@ class Tape:
         self.started = time.perf_counter()
         self.started_wall = time.time()
         self.request_body: bytearray | None = None
+        self.request_cut = False
         self.status = 0
         self.reason = ""
         self.answer_headers: list[tuple[str, str]] = []
@@ -92,6 +103,8 @@ class Tape:
         if self.request_body is None:
             self.request_body = bytearray()
         room = self.recorder.max_body - len(self.request_body)
+        if len(data) > room:
+            self.request_cut = True
         if room > 0:
             self.request_body += data[:room]
 
@@ -121,7 +134,8 @@ class Tape:
         self.done = True
         ended = time.perf_counter()
         recorder = self.recorder
-        request_body, body = self.request_body, bytes(self.body)
+        # Nothing is added once done: the buffers are handed over, not copied.
+        request_body, body = self.request_body, self.body
         request_headers, answer_headers = self.request_headers, self.answer_headers
 
         def encode() -> bytes:
@@ -129,7 +143,9 @@ class Tape:
             sent = {name.lower(): value for name, value in request_headers}
             limit = recorder.max_body
             content_type = lowered.get("content-type", "")
-            received = stored_body(body, content_type, lowered.get("content-encoding"), limit, self.cut)
+            received = stored_body(
+                bytes(body), content_type, lowered.get("content-encoding"), limit, self.cut
+            )
             if problem is not None:
                 received = received._replace(problem=", ".join(filter(None, (received.problem, problem))))
             made = entry(
@@ -140,7 +156,11 @@ class Tape:
                 request_body=None
                 if request_body is None
                 else stored_body(
-                    bytes(request_body), sent.get("content-type", ""), sent.get("content-encoding"), limit
+                    bytes(request_body),
+                    sent.get("content-type", ""),
+                    sent.get("content-encoding"),
+                    limit,
+                    self.request_cut,
                 ),
                 status=self.status,
                 status_text=self.reason,
@@ -150,6 +170,9 @@ class Tape:
                 wait_ms=(self.head_at - self.started) * 1000,
                 receive_ms=(ended - self.head_at) * 1000,
             )
-            return recorder.redact(json.dumps(made, ensure_ascii=False)).encode()
+            if problem is not None:
+                # Broken off: a replay must not serve it as a whole answer (replay.py).
+                made["response"]["content"]["_truncated"] = True
+            return json.dumps(recorder.redact(made), ensure_ascii=False).encode()
 
-        recorder.writer.submit(encode)
+        recorder.writer.submit(encode, len(body) + len(request_body or b""))

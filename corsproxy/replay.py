@@ -13,18 +13,27 @@ from __future__ import annotations
 
 import difflib
 import json
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 from yarl import URL
 
 from corsproxy.config.model import ReplayConfig, RouteConfig
+from corsproxy.har.decode import decode
 from corsproxy.har.reader import RecordedExchange
 from corsproxy.upstream.route import Route, match_path
 
 Query = tuple[tuple[str, str], ...]
 Key = tuple[str, str, Query]
-NOT_JSON = object()
+EVENT_STREAM = "text/event-stream"
+# The most of a request body decoded to compare it (app.py reads at most 16 MiB of it).
+MAX_COMPARED_BODY = 64 * 1024 * 1024
+
+
+def is_conditional(headers: Mapping[str, str]) -> bool:
+    """A request a browser makes with a cached copy (RFC 9110 section 13.1)."""
+    return any(name in headers for name in ("If-None-Match", "If-Modified-Since"))
 
 
 def query_key(query_string: str) -> Query:
@@ -49,15 +58,19 @@ class Replay:
         self.candidates: dict[Key, list[Candidate]] = {}
         self.described: list[str] = []
         for recorded in config.entries:
+            if not recorded.complete and not recorded.mime_type.startswith(EVENT_STREAM):
+                # Cut at record.max_body or broken off: served whole, it would look complete.
+                # An event stream is the exception: it ends, and the page reconnects.
+                continue
             parts = urlsplit(recorded.url)
             key = (recorded.method, match_path(parts.path or "/"), query_key(parts.query))
             candidate = Candidate(recorded, key, recorded.request_body or b"")
             self.candidates.setdefault(key, []).append(candidate)
             shown = parts.path + (f"?{parts.query}" if parts.query else "")
             self.described.append(f"{recorded.method} {shown}")
-        self.positions: dict[tuple[int, ...], int] = {}
+        self.positions: dict[tuple[str | int, ...], int] = {}
         self.routes: dict[str, Route] = {}
-        self._json: dict[int, Any] = {}
+        self._json: dict[int, str | None] = {}
 
     def __len__(self) -> int:
         return len(self.described)
@@ -76,25 +89,48 @@ class Replay:
         found.sort(key=lambda candidate: candidate.recorded.position)
         return tuple(found)
 
-    def take(self, found: tuple[Candidate, ...], body: bytes) -> RecordedExchange | None:
-        """The next answer for a request with ``body`` among ``found``, or None."""
-        matching = tuple(candidate for candidate in found if self._same_body(candidate, body))
+    def take(
+        self,
+        found: tuple[Candidate, ...],
+        body: bytes,
+        *,
+        method: str = "GET",
+        content_encoding: str | None = None,
+        conditional: bool = False,
+    ) -> RecordedExchange | None:
+        """The next answer for a ``method`` request with ``body`` among ``found``, or None.
+        A body sent with a Content-Encoding is compared decoded, as it was recorded. A 304
+        answers only a conditional request (one a browser sends with a cached copy), and a
+        conditional request gets the entries recorded for conditional ones when there are."""
+        if content_encoding and body:
+            body, _, _ = decode(body, content_encoding, MAX_COMPARED_BODY)
+        canonical = _canonical_json(body) if body else None
+        matching = tuple(
+            candidate
+            for candidate in found
+            if (conditional or candidate.recorded.status != 304)
+            and self._same_body(candidate, body, canonical)
+        )
+        if conditional and any(candidate.recorded.conditional for candidate in matching):
+            # Asked with a cached copy: answered as such requests were when recorded.
+            matching = tuple(candidate for candidate in matching if candidate.recorded.conditional)
         if not matching:
             return None
-        sequence = tuple(candidate.recorded.position for candidate in matching)
+        # HEAD keeps its own place in a sequence it shares with GET.
+        sequence: tuple[str | int, ...] = (method, *(candidate.recorded.position for candidate in matching))
         reached = self.positions.get(sequence, 0)
         self.positions[sequence] = reached + 1
         return matching[min(reached, len(matching) - 1)].recorded
 
-    def _same_body(self, candidate: Candidate, body: bytes) -> bool:
+    def _same_body(self, candidate: Candidate, body: bytes, canonical: str | None) -> bool:
         if candidate.body == body:
             return True
-        if not candidate.body or not body:
+        if not candidate.body or canonical is None:
             return False
-        recorded = self._json.get(candidate.recorded.position)
-        if recorded is None:
-            recorded = self._json[candidate.recorded.position] = _parsed(candidate.body)
-        return recorded is not NOT_JSON and recorded == _parsed(body)
+        position = candidate.recorded.position
+        if position not in self._json:
+            self._json[position] = _canonical_json(candidate.body)
+        return self._json[position] == canonical
 
     def closest(self, method: str, path: str, query_string: str, count: int = 3) -> list[str]:
         """The recorded requests most like this one, for the miss's 404."""
@@ -113,8 +149,10 @@ class Replay:
         return route
 
 
-def _parsed(body: bytes) -> Any:
+def _canonical_json(body: bytes) -> str | None:
+    """The body as JSON written one way (keys sorted, no spaces), or None when it is not
+    JSON. Compared as text, so ``true`` never equals ``1`` as it does in Python."""
     try:
-        return json.loads(body)
-    except ValueError:
-        return NOT_JSON
+        return json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"))
+    except (ValueError, RecursionError):
+        return None

@@ -445,3 +445,53 @@ def test_a_bad_record_or_replay_file_on_the_command_line_exits_2_naming_it(
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_a_secret_that_also_reads_as_a_number_never_breaks_the_json(
+    upstream: Upstream, make_proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    har = tmp_path / "numbers.har"
+    # ${CODE:-200} makes "200" a secret: only strings may lose it, never the status.
+    client = await make_proxy(
+        f"routes:\n  - path: /\n    upstream: {upstream.url}\n"
+        f"    request_headers: {{X-Code: '${{CODE:-200}}'}}\nrecord: {har}\n"
+    )
+    assert (await client.get("/echo")).status == 200
+    (entry,) = await recorded(har)
+    assert entry["response"]["status"] == 200
+    sent = {header["name"]: header["value"] for header in entry["request"]["headers"]}
+    assert sent["X-Code"] == "***"
+
+
+def test_a_file_whose_last_write_was_torn_is_cut_back_to_its_last_whole_entry(tmp_path: Path) -> None:
+    har = tmp_path / "torn.har"
+    for number in (1, 2):
+        append(har, json.dumps({"n": number}).encode())
+    whole = har.read_bytes()
+    # As a machine that lost power mid-write leaves it: the trailer gone, half an entry.
+    har.write_bytes(whole[: -len(b"\n]}}\n")] + b',\n{"n": 3, "pad": "xxxx')
+    append(har, json.dumps({"n": 4}).encode())
+    assert [entry["n"] for entry in json.loads(har.read_bytes())["log"]["entries"]] == [1, 2, 4]
+
+
+def test_workers_share_one_file_and_every_entry_is_written_by_shutdown(
+    tmp_path: Path, started: list[subprocess.Popen[str]], upstream_port_for_process: int
+) -> None:
+    har = tmp_path / "workers.har"
+    port = free_port()
+    upstream = f"http://127.0.0.1:{upstream_port_for_process}"
+    proxy = spawn(
+        started, "serve", "--upstream", upstream, "--port", str(port), "--workers", "2", "--record", str(har)
+    )
+    wait_for_port(port, proxy)
+    time.sleep(0.5)  # both workers listening
+    for number in range(40):
+        assert " 200 " in http(
+            port, f"GET /api/echo?n={number} HTTP/1.1\nHost: localhost\nConnection: close\n"
+        )
+    proxy.send_signal(signal.SIGTERM)
+    proxy.communicate(timeout=20)
+    numbers = sorted(
+        int(entry["request"]["url"].rsplit("=", 1)[1]) for entry in load_valid_har(har)["log"]["entries"]
+    )
+    assert numbers == list(range(40))

@@ -345,3 +345,97 @@ async def test_entries_without_an_answer_or_for_a_websocket_are_not_replayed(
     for path in ("/cancelled", "/socket"):
         assert "Corsproxy-Answer" not in (await client.get(path)).headers
     assert [seen.path for seen in upstream.received] == ["/cancelled", "/socket"]
+
+
+async def test_a_cut_or_broken_off_entry_is_not_replayed_but_a_cut_event_stream_is(
+    upstream: Upstream, make_proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    cut = har_entry("GET", "https://x.example/big", text='{"items": [1, 2')
+    cut["response"]["content"]["_truncated"] = True
+    stream = har_entry("GET", "https://x.example/events", text="data: 1\n\n", mime="text/event-stream")
+    stream["response"]["content"]["_truncated"] = True
+    har = write_har(tmp_path / "cut.har", cut, stream)
+    client = await make_proxy(f"upstream: {upstream.url}\nreplay: {har}\n")
+    # Served whole, the cut JSON would look complete: it goes upstream instead.
+    assert "Corsproxy-Answer" not in (await client.get("/big")).headers
+    events = await client.get("/events")
+    assert (events.headers["Corsproxy-Answer"], await events.text()) == ("replay", "data: 1\n\n")
+
+
+async def test_a_body_in_another_charset_is_recorded_exact_and_replayed_byte_for_byte(
+    make_proxy: ProxyFactory, tmp_path: Path, aiohttp_server: Any
+) -> None:
+    from aiohttp import web
+
+    latin = "café".encode("latin-1")
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(body=latin, headers={"Content-Type": "text/plain; charset=iso-8859-1"})
+
+    app = web.Application()
+    app.router.add_get("/page", page)
+    server = await aiohttp_server(app)
+    har = tmp_path / "latin.har"
+    live = await make_proxy(f"upstream: {str(server.make_url('')).rstrip('/')}\nrecord: {har}\n")
+    assert await (await live.get("/page")).read() == latin
+    (entry,) = await recorded(har)
+    assert entry["response"]["content"]["encoding"] == "base64"
+    offline = await make_proxy(f"replay: {{file: {har}, miss: 404}}\n")
+    assert await (await offline.get("/page")).read() == latin
+
+
+async def test_a_gzipped_request_body_matches_its_recording(make_proxy: ProxyFactory, tmp_path: Path) -> None:
+    har = write_har(
+        tmp_path / "gz.har", har_entry("POST", "https://x.example/upload", text='"got it"', post='{"a": 1}')
+    )
+    client = await make_proxy(f"replay: {{file: {har}, miss: 404}}\n")
+    response = await client.post(
+        "/upload", data=gzip.compress(b'{"a": 1}'), headers={"Content-Encoding": "gzip"}
+    )
+    assert await response.json() == "got it"
+
+
+async def test_a_304_answers_only_a_conditional_request(make_proxy: ProxyFactory, tmp_path: Path) -> None:
+    cached = har_entry("GET", "https://x.example/logo", status=304)
+    cached["request"]["headers"] = [{"name": "If-None-Match", "value": '"v1"'}]
+    har = write_har(
+        tmp_path / "reload.har", har_entry("GET", "https://x.example/logo", text='"fresh"'), cached
+    )
+    client = await make_proxy(f"replay: {{file: {har}, miss: 404}}\n")
+    for _ in range(2):
+        # A browser without a cached copy gets the 200, however often it asks.
+        assert await (await client.get("/logo")).json() == "fresh"
+    conditional = await client.get("/logo", headers={"If-None-Match": '"v1"'})
+    assert conditional.status == 304
+    assert "Content-Length" not in conditional.headers or conditional.headers["Content-Length"] == "0"
+
+
+async def test_head_keeps_its_own_place_in_a_sequence_shared_with_get(
+    make_proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    har = write_har(
+        tmp_path / "seq.har", *(har_entry("GET", "https://x.example/v", text=f'"v{n}"') for n in (1, 2))
+    )
+    client = await make_proxy(f"replay: {{file: {har}, miss: 404}}\n")
+    assert (await client.head("/v")).status == 200
+    assert await (await client.get("/v")).json() == "v1"
+
+
+async def test_json_bodies_compare_strictly_true_is_not_1(make_proxy: ProxyFactory, tmp_path: Path) -> None:
+    har = write_har(
+        tmp_path / "strict.har", har_entry("POST", "https://x.example/flag", text='"on"', post='{"on": true}')
+    )
+    client = await make_proxy(f"replay: {{file: {har}, miss: 404}}\n")
+    assert (await client.post("/flag", data='{"on": 1}')).status == 404
+    assert await (await client.post("/flag", data='{ "on" : true }')).json() == "on"
+
+
+def test_an_entry_whose_members_are_the_wrong_shape_is_a_config_error_not_a_traceback(tmp_path: Path) -> None:
+    broken = har_entry("GET", "https://x.example/a")
+    broken["response"]["content"] = "oops"
+    har = write_har(tmp_path / "shape.har", broken)
+    with pytest.raises(ConfigError) as raised:
+        parse_config(f"replay: {har}\n", "test.yaml", {}, tmp_path)
+    assert raised.value.errors == [
+        "replay: cannot replay it: entries[0]: response.content must be an object (line 1)"
+    ]

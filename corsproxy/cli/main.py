@@ -300,6 +300,12 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise UsageError(f"--workers must be 1 or more, got {workers}")
     if workers > 1 and port == 0:
         raise UsageError("--workers needs a fixed --port: with port 0 each worker would get its own")
+    if workers > 1 and config.replay is not None:
+        print(
+            "corsproxy: note: with --workers, each worker keeps its own place in repeated recorded "
+            "answers, so a sequence (queued, running, done) may start again on another worker",
+            file=sys.stderr,
+        )
 
     def announce(bound_port: int) -> None:
         # Printed once the port is bound, so the banner never names a port it does not have.

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from types import FrameType
 
+from corsproxy.har.writer import flush_all as flush_recordings
 from corsproxy.log_writer import flush as flush_log
 
 EXIT_WORKER_FAILED = 1
@@ -32,6 +33,7 @@ def run_workers(count: int, serve_one: Callable[[], int]) -> int:
                 status = exit_.code if isinstance(exit_.code, int) else EXIT_WORKER_FAILED
             finally:
                 flush_log()  # atexit does not run in a forked child
+                flush_recordings()
                 sys.stdout.flush()
                 sys.stderr.flush()
                 # A forked child must not run the parent's atexit handlers or cleanups.

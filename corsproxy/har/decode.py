@@ -34,6 +34,7 @@ TEXT_TYPES = (
     "image/svg+xml",
 )
 TEXT_SUFFIXES = ("+json", "+xml")
+UTF8_NAMES = ("utf-8", "utf8", "us-ascii", "ascii")
 
 
 class StoredBody(NamedTuple):
@@ -118,14 +119,16 @@ def charset_of(mime_type: str) -> str:
 def stored(data: bytes, mime_type: str, truncated: bool = False, problem: str | None = None) -> StoredBody:
     """Text when the media type is a text one and the bytes decode in its charset; base64
     otherwise (HAR 1.2, ``content.encoding``)."""
-    if problem is None and is_text_type(mime_type):
+    # Text in UTF-8 only: a replay turns text back into UTF-8 bytes (HAR text has no
+    # charset of its own), so a body in another charset is kept exact, as base64.
+    if problem is None and is_text_type(mime_type) and charset_of(mime_type).lower() in UTF8_NAMES:
         try:
-            # A cut may fall inside a multi-byte character: drop the incomplete tail.
-            text = data.decode(charset_of(mime_type), errors="strict" if not truncated else "ignore")
-        except (UnicodeDecodeError, LookupError):
+            # A cut may fall inside a multi-byte character: the incomplete tail is dropped.
+            text = data.decode("utf-8", errors="strict" if not truncated else "ignore")
+        except UnicodeDecodeError:
             pass
         else:
-            return StoredBody(text, False, len(data), truncated, problem)
+            return StoredBody(text, False, len(text.encode()), truncated, problem)
     return StoredBody(base64.b64encode(data).decode("ascii"), True, len(data), truncated, problem)
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime
+import email.utils
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -56,14 +57,24 @@ def response_cookies(set_cookies: Iterable[str]) -> list[Json]:
         for attribute in attributes:
             key, _, given = attribute.strip().partition("=")
             key = key.lower()
-            if key in ("path", "domain", "expires"):
+            if key in ("path", "domain"):
                 cookie[key] = given
+            elif key == "expires":
+                cookie[key] = _iso_expiry(given)
             elif key == "httponly":
                 cookie["httpOnly"] = True
             elif key == "secure":
                 cookie["secure"] = True
         cookies.append(cookie)
     return cookies
+
+
+def _iso_expiry(http_date: str) -> str:
+    """HAR 1.2 wants cookie expiry in ISO 8601; Set-Cookie gives an HTTP date."""
+    try:
+        return email.utils.parsedate_to_datetime(http_date).isoformat(timespec="milliseconds")
+    except (TypeError, ValueError):
+        return http_date
 
 
 def content(body: StoredBody, mime_type: str, received_size: int) -> Json:
@@ -76,6 +87,8 @@ def content(body: StoredBody, mime_type: str, received_size: int) -> Json:
     notes = []
     if body.truncated:
         notes.append(f"truncated at {body.size} bytes (record.max_body)")
+        # Machine-readable, for replay (HAR custom fields start with an underscore).
+        stored["_truncated"] = True
     if body.problem:
         notes.append(body.problem)
     if notes:

@@ -11,6 +11,8 @@ from typing import Any, NamedTuple
 
 from corsproxy.har.decode import body_bytes
 
+CONDITIONAL_HEADERS = frozenset({"if-none-match", "if-modified-since", "if-match", "if-unmodified-since"})
+
 
 class HarError(Exception):
     """A file that cannot be replayed, with every reason."""
@@ -32,6 +34,10 @@ class RecordedExchange(NamedTuple):
     headers: tuple[tuple[str, str], ...]
     body: bytes
     mime_type: str
+    # False when the body was cut at record.max_body or broke off (``_truncated``).
+    complete: bool = True
+    # The request was conditional (If-None-Match, ...): what a 304 answers.
+    conditional: bool = False
 
 
 def read_har(path: Path) -> tuple[RecordedExchange, ...]:
@@ -50,7 +56,7 @@ def read_har(path: Path) -> tuple[RecordedExchange, ...]:
     for index, item in enumerate(entries):
         try:
             found = _exchange(index, item)
-        except (KeyError, TypeError, ValueError, binascii.Error) as error:
+        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as error:
             problems.append(f"entries[{index}]: {_describe(error)}")
             continue
         if found is not None:
@@ -66,18 +72,31 @@ def _describe(error: Exception) -> str:
     return str(error) or type(error).__name__
 
 
+def _mapping(value: Any, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"{name} must be an object")
+    return value
+
+
 def _exchange(index: int, entry: Any) -> RecordedExchange | None:
-    request, response = entry["request"], entry["response"]
+    entry = _mapping(entry, "the entry")
+    request = _mapping(entry["request"], "request")
+    response = _mapping(entry["response"], "response")
     status = int(response["status"])
     if status < 200:
         # 0: a request the browser never got an answer to (blocked, cancelled); 101: a
         # WebSocket, whose messages are not replayed. Neither is an answer to replay.
         return None
-    content = response.get("content") or {}
+    content = _mapping(response.get("content") or {}, "response.content")
     text = content.get("text")
     body = b"" if text is None else body_bytes(str(text), content.get("encoding"))
     post = request.get("postData")
     request_body = None
+    conditional = any(
+        str(header.get("name", "")).lower() in CONDITIONAL_HEADERS
+        for header in request.get("headers", [])
+        if isinstance(header, dict)
+    )
     if isinstance(post, dict) and post.get("text") is not None:
         request_body = body_bytes(str(post["text"]), post.get("_encoding") or post.get("encoding"))
     headers = tuple((str(header["name"]), str(header["value"])) for header in response.get("headers", []))
@@ -95,4 +114,6 @@ def _exchange(index: int, entry: Any) -> RecordedExchange | None:
         headers=headers,
         body=body,
         mime_type=str(content.get("mimeType") or ""),
+        complete=not content.get("_truncated"),
+        conditional=conditional,
     )

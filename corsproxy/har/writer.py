@@ -27,6 +27,8 @@ from typing import Any
 from corsproxy.har.entries import log_skeleton
 
 TRAILER = b"\n]}}\n"
+# Bodies waiting for the writer thread, at most: beyond it, entries are dropped.
+MAX_QUEUED_BYTES = 256 * 1024 * 1024
 
 
 class HarFileError(Exception):
@@ -120,22 +122,70 @@ def _open_locked(path: Path) -> int:
         try:
             log = read_log(path) or log_skeleton()
         except HarFileError:
+            if _cut_to_last_entry(fd, size):
+                return fd
             os.close(fd)
             raise
         _rewrite(path, log)
         os.close(fd)
 
 
+def _cut_to_last_entry(fd: int, size: int) -> bool:
+    """A file in the append layout whose last write was torn (a machine that lost power
+    mid-write; a process kill cannot tear one write): cut back to the last whole entry
+    line and put the trailer back. False when the file is not in that layout."""
+    tail_start = max(0, size - 64 * 1024 * 1024)
+    tail = os.pread(fd, size - tail_start, tail_start)
+    end = len(tail)
+    while True:
+        end = tail.rfind(b"\n", 0, end)
+        if end < 0:
+            return False
+        line = tail[tail.rfind(b"\n", 0, end) + 1 : end].rstrip(b",")
+        if line.endswith(b"["):  # the head: no whole entry survived
+            break
+        try:
+            json.loads(line)
+        except ValueError:
+            continue
+        break
+    cut = tail_start + end
+    head = os.pread(fd, min(cut, 4096), 0)
+    if not head.startswith(b'{"log": {'):
+        return False
+    # Drop a dangling comma, then the trailer.
+    if os.pread(fd, 1, cut - 1) == b",":
+        cut -= 1
+    os.ftruncate(fd, cut)
+    _write_all(fd, TRAILER, cut)
+    return True
+
+
 def append(path: Path, encoded_entry: bytes) -> None:
-    """Add one entry (its JSON, one line) to the HAR at ``path``, in one write."""
+    """Add one entry (its JSON, one line) to the HAR at ``path``, in one write. A write
+    that fails part way (a full disk) is undone: the file is cut back and its trailer
+    put back, so it stays the valid HAR it was."""
     fd = _open_locked(path)
     try:
         size = os.fstat(fd).st_size
         at = size - len(TRAILER)
         first = os.pread(fd, 1, at - 1) == b"["
-        os.pwrite(fd, (b"\n" if first else b",\n") + encoded_entry + TRAILER, at)
+        data = (b"\n" if first else b",\n") + encoded_entry + TRAILER
+        try:
+            _write_all(fd, data, at)
+        except OSError:
+            os.ftruncate(fd, at)
+            _write_all(fd, TRAILER, at)
+            raise
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def _write_all(fd: int, data: bytes, at: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, at)
+        view, at = view[written:], at + written
 
 
 Job = Callable[[], bytes | None]
@@ -148,27 +198,41 @@ class HarWriter:
     def __init__(self, path: Path, on_error: Callable[[str], None]) -> None:
         self.path = path
         self.on_error = on_error
-        self.jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self.jobs: queue.SimpleQueue[tuple[Job, int] | None] = queue.SimpleQueue()
         self.pending = 0
+        self.queued_bytes = 0
+        self.dropped = 0
         self.idle = threading.Condition()
         self.thread: threading.Thread | None = None
         self.pid = os.getpid()
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: Job, size: int = 0) -> None:
+        """Queue ``job`` (holding about ``size`` bytes of bodies). When the disk cannot keep
+        up and MAX_QUEUED_BYTES are waiting, the entry is dropped, and said once."""
         with self.idle:
+            if self.queued_bytes + size > MAX_QUEUED_BYTES and self.pending:
+                self.dropped += 1
+                if self.dropped == 1:
+                    self.on_error(
+                        f"recording to {self.path}: the disk is not keeping up; entries are dropped "
+                        f"while {MAX_QUEUED_BYTES // 2**20} MiB wait to be written"
+                    )
+                return
             self.pending += 1
+            self.queued_bytes += size
         if self.thread is None or self.pid != os.getpid():
             # Started on first use, so a process forked for --workers starts its own.
             self.pid = os.getpid()
             self.thread = threading.Thread(target=self._run, name=f"har {self.path.name}", daemon=True)
             self.thread.start()
-        self.jobs.put(job)
+        self.jobs.put((job, size))
 
     def _run(self) -> None:
         while True:
-            job = self.jobs.get()
-            if job is None:
+            queued = self.jobs.get()
+            if queued is None:
                 return
+            job, size = queued
             try:
                 encoded = job()
                 if encoded is not None:
@@ -180,6 +244,7 @@ class HarWriter:
             finally:
                 with self.idle:
                     self.pending -= 1
+                    self.queued_bytes -= size
                     self.idle.notify_all()
 
     def flush(self, timeout: float = 10.0) -> bool:

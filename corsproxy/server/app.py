@@ -46,6 +46,7 @@ from corsproxy.flow import (
 from corsproxy.inspector.routes import add_inspector_routes
 from corsproxy.message.host import host_refusal, request_authority
 from corsproxy.recording import Tape
+from corsproxy.replay import is_conditional
 from corsproxy.server import simulation
 from corsproxy.simulate import Simulated
 from corsproxy.state import STATE, Outcome, ProxyState, Runtime, take_upstream_slot
@@ -276,7 +277,15 @@ def answer_replayed(
 ) -> tuple[web.Response, Outcome] | None:
     """A recorded answer, or replay.miss's 404, and its record; None for a miss that goes
     on as usual."""
-    recorded = replayed.replay.take(replayed.found, body.data) if body.complete else None
+    recorded = None
+    if body.complete:
+        recorded = replayed.replay.take(
+            replayed.found,
+            body.data,
+            method=head.method,
+            content_encoding=head.headers.get("Content-Encoding"),
+            conditional=is_conditional(head.headers),
+        )
     if recorded is not None:
         answer = replay_answer(replayed, recorded, scheme=head.scheme, authority=head.authority or "")
         error = None
@@ -410,6 +419,11 @@ async def relay(
         log.warning("%s %s: %s", head.method, head.path, outcome.error)
         if request.transport is not None:
             request.transport.abort()
+    except asyncio.CancelledError:
+        # Shutdown's grace period ran out mid-body: what arrived is recorded, marked.
+        if tape is not None:
+            tape.finish("cut short: corsproxy shut down mid-body")
+        raise
     except ConnectionResetError:
         if tape is not None:
             tape.finish("the client disconnected before the body ended")

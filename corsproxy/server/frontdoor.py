@@ -40,6 +40,7 @@ from corsproxy.flow import (
     plan,
     plan_route,
 )
+from corsproxy.replay import is_conditional
 from corsproxy.server.exchange import (
     FrontExchange,
     answer_mock,
@@ -270,7 +271,9 @@ class FrontDoor(asyncio.Protocol):
         decided = plan(request, self.state.runtime)
         if isinstance(decided, Replayed):
             # The front door's requests have no body: compared as the empty one.
-            recorded = decided.replay.take(decided.found, b"")
+            recorded = decided.replay.take(
+                decided.found, b"", method=method, conditional=is_conditional(request.headers)
+            )
             if recorded is not None or decided.replay.answers_misses:
                 self._take(head_length)
                 close = answer_replayed(self, request, keep_alive, started, decided, recorded)

@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.web_runner import GracefulExit
 from aiohttp.web_server import Server
 
+from corsproxy.har.writer import flush_all as flush_recordings
 from corsproxy.log_writer import flush as flush_log
 from corsproxy.server.frontdoor import FrontDoorServer
 from corsproxy.state import STATE
@@ -106,6 +107,7 @@ def run(
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
         flush_log()  # the last turn's lines, after the loop that would have written them
+        flush_recordings()  # every exchange recorded to a HAR, on disk
 
 
 def listen_failure(host: str, port: int, error: OSError) -> str:

@@ -66,7 +66,9 @@ def serialize_head(status: int, reason: str, headers: CIMultiDict[str], close: b
 def answer_bytes(answer: Answer, close: bool) -> bytes:
     """One of the proxy's own answers (answers.py) as aiohttp's web.Response sends it."""
     headers = answer.headers.copy()
-    headers["Content-Length"] = str(len(answer.body))
+    if answer.status not in (204, 304):
+        # RFC 9110 section 8.6: never on a 204; a 304's would describe the cached copy.
+        headers["Content-Length"] = str(len(answer.body))
     head, _ = serialize_head(answer.status, reason_phrase(answer.status), headers, close)
     return head + answer.body
 
