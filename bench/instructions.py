@@ -109,6 +109,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("revision")
     parser.add_argument("--requests", type=int, default=1000, help="N: the runs send N and 2N")
+    parser.add_argument("--against", help="measure this revision instead of the working tree")
     parser.add_argument("--repeats", type=int, default=2, help="measurements of each side")
     parser.add_argument("--python", default=python_for_project())
     args = parser.parse_args()
@@ -118,12 +119,17 @@ def main() -> int:
     try:
         upstream = start_upstream(procs, tmp)
         commit = unpack(args.revision, tmp / "baseline")
+        # The later side: this working tree, or (--against) another revision, unpacked too,
+        # so that edits made while the measurement runs cannot reach it.
+        later, later_source = "this tree", None
+        if args.against:
+            later, later_source = unpack(args.against, tmp / "later"), tmp / "later"
         rows = []
         for kind, request in (("small GET", GET), ("preflight", PREFLIGHT)):
-            costs: dict[str, list[float]] = {commit: [], "this tree": []}
+            costs: dict[str, list[float]] = {commit: [], later: []}
             # Each side measured `--repeats` times, alternately, so the spread shows.
             for _ in range(args.repeats):
-                for side, source in ((commit, tmp / "baseline"), ("this tree", None)):
+                for side, source in ((commit, tmp / "baseline"), (later, later_source)):
                     totals = []
                     for count in (args.requests, 2 * args.requests):
                         port = free_port()
@@ -131,11 +137,11 @@ def main() -> int:
                         totals.append(instructions(argv, port, request, count, tmp))
                     costs[side].append((totals[1] - totals[0]) / args.requests)
                     log(f"{kind}, {side}: {costs[side][-1]:,.0f} instructions a request")
-            rows.append((kind, costs[commit], costs["this tree"]))
+            rows.append((kind, costs[commit], costs[later]))
     finally:
         procs.stop_all()
     print(f"instructions per request at the defaults (callgrind, N={args.requests} and {2 * args.requests}):")
-    print(f"| request | {commit} | this tree | ratio of the medians |")
+    print(f"| request | {commit} | {later} | ratio of the medians |")
     print("|---|---|---|---|")
     for kind, before, now in rows:
         shown = [" / ".join(f"{value:,.0f}" for value in side) for side in (before, now)]
