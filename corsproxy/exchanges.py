@@ -18,6 +18,32 @@ DEFAULT_CAPACITY = 500
 REDACTED = "***"
 
 
+class Captured:
+    """A body as the inspector keeps it: its bytes as they went over the wire, up to
+    ``limit``, and how many there were in all. Decoded only when shown (inspector/bodies.py)."""
+
+    __slots__ = ("content_encoding", "content_type", "data", "limit", "size")
+
+    def __init__(
+        self, limit: int, content_type: str | None = None, content_encoding: str | None = None
+    ) -> None:
+        self.limit = limit
+        self.data = bytearray()
+        self.size = 0
+        self.content_type = content_type
+        self.content_encoding = content_encoding
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        room = self.limit - len(self.data)
+        if room > 0:
+            self.data += chunk[:room] if len(chunk) > room else chunk
+
+    @property
+    def cut(self) -> bool:
+        return self.size > len(self.data)
+
+
 @dataclass(slots=True)
 class Exchange:
     id: int
@@ -47,6 +73,11 @@ class Exchange:
     source: str = "upstream"
     # What a simulated bad network did to this request, if anything: "latency 312ms, 503".
     simulated: str | None = None
+    # The bodies, as far as the inspector keeps them (inspector.max_body).
+    request_body: Captured | None = None
+    response_body: Captured | None = None
+    # (value, VAR) of each injected value: a copied command shows $VAR in its place.
+    secret_names: tuple[tuple[str, str], ...] = ()
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -121,6 +152,12 @@ class Exchange:
             else {
                 "url": _redact(self.upstream_url or "", self.secrets),
                 "headers": _redacted(self.upstream_request_headers.items(), self.secrets),
+                # For "copy as cURL": each injected value as a reference to its variable.
+                "url_with_references": _referenced(self.upstream_url or "", self.secret_names),
+                "headers_with_references": [
+                    [name, _referenced(value, self.secret_names)]
+                    for name, value in self.upstream_request_headers.items()
+                ],
             }
         )
         return data
@@ -134,6 +171,14 @@ def _redact(text: str, secrets: frozenset[str]) -> str:
     return text
 
 
+def _referenced(text: str, names: tuple[tuple[str, str], ...]) -> str:
+    """``text`` with each injected value replaced by ``$VAR``, longest value first."""
+    for value, name in sorted(names, key=lambda pair: len(pair[0]), reverse=True):
+        if value and value in text:
+            text = text.replace(value, f"${name}")
+    return text
+
+
 def _redacted(items: Iterable[tuple[str, str]], secrets: frozenset[str]) -> list[list[str]]:
     return [[name, _redact(value, secrets)] for name, value in items]
 
@@ -142,18 +187,44 @@ Listener = Callable[[Exchange], None]
 
 
 class ExchangeLog:
-    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, max_body_bytes: int = 64 * 1024 * 1024) -> None:
         self._items: deque[Exchange] = deque(maxlen=capacity)
         self._ids = itertools.count(1)
         self._listeners: list[Listener] = []
+        # Bodies kept in all, at most max_body_bytes: the oldest exchanges lose theirs first.
+        self.max_body_bytes = max_body_bytes
+        self.body_bytes = 0
+        self._with_bodies: deque[Exchange] = deque()
 
     def next_id(self) -> int:
         return next(self._ids)
 
     def add(self, exchange: Exchange) -> None:
+        if len(self._items) == self._items.maxlen:
+            oldest = self._items[0]
+            # Both are in the order exchanges came: the oldest is first in each.
+            if self._with_bodies and self._with_bodies[0] is oldest:
+                self._with_bodies.popleft()
+            self._drop_bodies(oldest)
         self._items.append(exchange)
+        kept = _body_bytes(exchange)
+        if kept:
+            self.body_bytes += kept
+            self._with_bodies.append(exchange)
+            while self.body_bytes > self.max_body_bytes and self._with_bodies:
+                self._drop_bodies(self._with_bodies.popleft())
         for listener in self._listeners:
             listener(exchange)
+
+    def _drop_bodies(self, exchange: Exchange) -> None:
+        self.body_bytes -= _body_bytes(exchange)
+        exchange.request_body = exchange.response_body = None
+
+    def clear(self) -> None:
+        """Forget every exchange (the inspector's "clear"); ids go on counting."""
+        self._items.clear()
+        self._with_bodies.clear()
+        self.body_bytes = 0
 
     def recent(self, limit: int | None = None) -> list[Exchange]:
         """Newest first."""
@@ -169,6 +240,10 @@ class ExchangeLog:
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
+
+
+def _body_bytes(exchange: Exchange) -> int:
+    return sum(len(body.data) for body in (exchange.request_body, exchange.response_body) if body is not None)
 
 
 def now() -> float:

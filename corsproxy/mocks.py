@@ -34,10 +34,10 @@ class CompiledMock:
 
     __slots__ = ("_fixed", "config", "index", "label", "methods", "path_regex", "query")
 
-    def __init__(self, index: int, config: MockConfig) -> None:
+    def __init__(self, index: int, config: MockConfig, label: str | None = None) -> None:
         self.index = index
         self.config = config
-        self.label = f"mock[{index}]"
+        self.label = label or f"mock[{index}]"
         self.path_regex: re.Pattern[str] | None = compile_glob(config.path)
         self.methods = frozenset(config.method)
         self.query = config.query
@@ -77,15 +77,40 @@ class CompiledMock:
         return MockBody(content, guessed or "application/octet-stream")
 
 
-class Mocks:
-    """The config's mocks, in order."""
+class AddedMocks:
+    """Mocks added for this run (the inspector's "mock this"), newest first: they outlive
+    a config reload, and go when removed or when the proxy stops. Labelled "mock[+N]"."""
 
-    def __init__(self, mocks: tuple[MockConfig, ...]) -> None:
+    def __init__(self) -> None:
+        self.mocks: list[CompiledMock] = []
+        self.count = 0
+
+    def add(self, config: MockConfig) -> CompiledMock:
+        mock = CompiledMock(self.count, config, label=f"mock[+{self.count}]")
+        self.count += 1
+        self.mocks.insert(0, mock)
+        return mock
+
+    def remove(self, number: int) -> bool:
+        before = len(self.mocks)
+        self.mocks = [mock for mock in self.mocks if mock.index != number]
+        return len(self.mocks) != before
+
+
+class Mocks:
+    """The mocks added for this run, then the config's, in order: the first match wins."""
+
+    def __init__(self, mocks: tuple[MockConfig, ...], added: AddedMocks | None = None) -> None:
         self.mocks = tuple(CompiledMock(index, mock) for index, mock in enumerate(mocks))
+        self.added = added or AddedMocks()
 
     def match(self, method: str, path: str, query_string: str) -> CompiledMock | None:
-        if not self.mocks:
+        added = self.added.mocks
+        if not self.mocks and not added:
             return None
+        for mock in added:
+            if mock.matches(method, path, query_string):
+                return mock
         for mock in self.mocks:
             if mock.matches(method, path, query_string):
                 return mock

@@ -18,10 +18,10 @@ from yarl import URL
 from corsproxy.config.model import Config, ConfigError
 from corsproxy.cors.policy import Decision, Policy
 from corsproxy.errors import UpstreamBusy
-from corsproxy.exchanges import Exchange, ExchangeLog
+from corsproxy.exchanges import Captured, Exchange, ExchangeLog
 from corsproxy.log_writer import request_line, requests_logged
 from corsproxy.message.host import HostGuard
-from corsproxy.mocks import Mocks
+from corsproxy.mocks import AddedMocks, Mocks
 from corsproxy.recording import Recorder
 from corsproxy.replay import Replay
 from corsproxy.simulate import Simulator
@@ -45,13 +45,14 @@ class Runtime:
     replay: Replay | None
 
     @classmethod
-    def build(cls, config: Config) -> Runtime:
+    def build(cls, config: Config, added_mocks: AddedMocks | None = None) -> Runtime:
+        """``added_mocks``: those added for this run, shared by every Runtime of a proxy."""
         return cls(
             config,
             Policy(config.rules, config.source),
             Router(config.routes),
             HostGuard(config.server),
-            Mocks(config.mocks),
+            Mocks(config.mocks, added_mocks),
             None if config.record is None else Recorder(config.record, config.secrets),
             None if config.replay is None else Replay(config.replay),
         )
@@ -95,6 +96,9 @@ class Outcome:
     source: str | None = None
     # What a simulated bad network did to it (simulate.py): "latency 312ms, 503".
     simulated: str | None = None
+    # The bodies as the inspector keeps them; a proxy-made answer's is taken from it.
+    request_body: Captured | None = None
+    response_body: Captured | None = None
 
     def forwarded(self, url: URL, headers: CIMultiDict[str], upstream_ms: float | None) -> Outcome:
         self.upstream_url, self.upstream_headers, self.upstream_ms = url, headers, upstream_ms
@@ -114,7 +118,7 @@ class ProxyState:
         self.runtime = runtime
         self.front_door = FrontDoorCounts()
         self.started = time.time()
-        self.exchanges = ExchangeLog()
+        self.exchanges = ExchangeLog(max_body_bytes=runtime.config.inspector.max_total)
         # Lives as long as the proxy: its switches and added entries survive a reload.
         self.simulator = Simulator(runtime.config.simulate, runtime.config.seed)
         # Requests being forwarded now: the shutdown message counts them.
@@ -173,11 +177,31 @@ class ProxyState:
                 upstream_url=None if outcome.upstream_url is None else str(outcome.upstream_url),
                 error=outcome.error,
                 secrets=self.runtime.config.secrets,
+                secret_names=self.runtime.config.secret_names,
                 proxy_answer=proxy_answer,
                 source=outcome.source or ("upstream" if outcome.upstream_url is not None else "corsproxy"),
                 simulated=outcome.simulated,
+                request_body=outcome.request_body,
+                response_body=outcome.response_body or self._made_body(outcome.response),
             )
         )
+
+    def _made_body(self, response: ResponseSeen) -> Captured | None:
+        """The body of an answer the proxy made itself (a refusal, a mock, a replay)."""
+        body = getattr(response, "body", None)
+        limit = self.runtime.config.inspector.max_body
+        if not body or not limit or not isinstance(body, bytes):
+            return None
+        captured = Captured(limit, response.headers.get("Content-Type"))
+        captured.add(body)
+        return captured
+
+    def capture(self, headers: Mapping[str, str]) -> Captured | None:
+        """A new capture for a body with these headers, or None when capture is off."""
+        limit = self.runtime.config.inspector.max_body
+        if not limit:
+            return None
+        return Captured(limit, headers.get("Content-Type"), headers.get("Content-Encoding"))
 
     def rejected_reload_summary(self) -> dict[str, object] | None:
         """The config edit hot reload refused, as /health and the inspector show it."""

@@ -10,10 +10,16 @@ import pytest
 
 from corsproxy.config.checker import (
     COOKIE_FIELDS,
+    FAIL_FIELDS,
+    INSPECTOR_FIELDS,
     MOCK_FIELDS,
+    RECORD_FIELDS,
+    REPLAY_FIELDS,
     ROUTE_FIELDS,
+    ROUTE_INSPECTOR_FIELDS,
     RULE_FIELDS,
     SERVER_FIELDS,
+    SIMULATE_FIELDS,
     UPSTREAM_TLS_FIELDS,
     parse_config,
 )
@@ -21,10 +27,16 @@ from corsproxy.config.loader import load_config
 from corsproxy.config.model import (
     ConfigError,
     CookieConfig,
+    FailConfig,
+    InspectorConfig,
     MockConfig,
+    RecordConfig,
+    ReplayConfig,
     RouteConfig,
+    RouteInspector,
     RuleConfig,
     ServerConfig,
+    SimulateConfig,
     UpstreamTLS,
 )
 
@@ -225,6 +237,12 @@ def test_error_messages_never_show_an_expanded_secret() -> None:
         pytest.param(COOKIE_FIELDS, CookieConfig, (), id="routes[].cookies"),
         pytest.param(UPSTREAM_TLS_FIELDS, UpstreamTLS, (), id="routes[].tls"),
         pytest.param(MOCK_FIELDS, MockConfig, ("line",), id="mocks[]"),
+        pytest.param(RECORD_FIELDS, RecordConfig, ("line",), id="record"),
+        pytest.param(REPLAY_FIELDS, ReplayConfig, ("line", "entries"), id="replay"),
+        pytest.param(SIMULATE_FIELDS, SimulateConfig, ("line",), id="simulate[]"),
+        pytest.param(FAIL_FIELDS, FailConfig, (), id="simulate[].fail"),
+        pytest.param(INSPECTOR_FIELDS, InspectorConfig, (), id="inspector"),
+        pytest.param(ROUTE_INSPECTOR_FIELDS, RouteInspector, (), id="routes[].inspector"),
     ],
 )
 def test_each_field_table_has_one_reader_per_field_of_its_dataclass(

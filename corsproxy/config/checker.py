@@ -25,11 +25,13 @@ from corsproxy.config.model import (
     ConfigError,
     CookieConfig,
     FailConfig,
+    InspectorConfig,
     MockConfig,
     Problem,
     RecordConfig,
     ReplayConfig,
     RouteConfig,
+    RouteInspector,
     RuleConfig,
     ServerConfig,
     ServerTLS,
@@ -60,6 +62,7 @@ TOP_KEYS = (
     "replay",
     "simulate",
     "seed",
+    "inspector",
     "env_file",
 )
 COOKIE_CHOICES = {
@@ -110,6 +113,7 @@ class _Checker:
         self.env_file: str | None = None
         self.problems: list[Problem] = []
         self.secrets: set[str] = set()
+        self.secret_names: dict[str, str] = {}
         self._constructor = yaml.constructor.SafeConstructor()
 
     # -- reporting -------------------------------------------------------------
@@ -221,6 +225,7 @@ class _Checker:
                 return ""
             if value:
                 self.secrets.add(value)
+                self.secret_names.setdefault(value, name)
             return value
 
         return ENV_REFERENCE.sub(substitute, text)
@@ -256,6 +261,11 @@ class _Checker:
         replay = self.replay(top["replay"]) if "replay" in top else None
         simulate = self.simulations(top["simulate"]) if "simulate" in top else ()
         seed = self.scalar("seed", top["seed"], int, "an integer") if "seed" in top else None
+        inspector = (
+            InspectorConfig(**self.section("inspector", top["inspector"], INSPECTOR_FIELDS)[0])
+            if "inspector" in top
+            else InspectorConfig()
+        )
         if self.problems:
             raise ConfigError(self.problems, self.source)
         return Config(
@@ -267,8 +277,10 @@ class _Checker:
             replay=replay,
             simulate=simulate,
             seed=seed,
+            inspector=inspector,
             source=self.source,
             secrets=frozenset(self.secrets),
+            secret_names=tuple(self.secret_names.items()),
             env_file=self.env_file,
         )
 
@@ -663,11 +675,15 @@ class _Checker:
             return None
         return ReplayConfig(**values, entries=entries, line=node.start_mark.line + 1)
 
-    def byte_size(self, path: str, node: yaml.Node) -> int | None:
+    def byte_size(self, path: str, node: yaml.Node, allow_zero: bool = False) -> int | None:
         """A number of bytes: an integer, or a number with a unit (``512KB``, ``10MiB``;
         KB = 1000 bytes, KiB = 1024)."""
         value = self.value(node) if isinstance(node, yaml.ScalarNode) else None
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and (value > 0 or (allow_zero and value == 0))
+        ):
             return value
         match = BYTE_SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
         if match is None or float(match[1]) <= 0:
@@ -814,7 +830,11 @@ ROUTE_FIELDS: dict[str, Reader] = {
     "read_timeout": _Checker.seconds,
     "max_body_size": _Checker.positive_int,
     "refuse_disallowed_origins": _Checker.boolean,
+    "inspector": lambda checker, path, node: RouteInspector(
+        **checker.section(path, node, ROUTE_INSPECTOR_FIELDS)[0]
+    ),
 }
+ROUTE_INSPECTOR_FIELDS: dict[str, Reader] = {"bodies": _Checker.boolean}
 MOCK_FIELDS: dict[str, Reader] = {
     "path": _Checker.mock_path,
     "method": _Checker.mock_methods,
@@ -833,6 +853,10 @@ RECORD_FIELDS: dict[str, Reader] = {
 REPLAY_FIELDS: dict[str, Reader] = {
     "file": _Checker.existing_file,
     "miss": _Checker.replay_miss,
+}
+INSPECTOR_FIELDS: dict[str, Reader] = {
+    "max_body": lambda checker, path, node: checker.byte_size(path, node, allow_zero=True),
+    "max_total": _Checker.byte_size,
 }
 SIMULATE_EFFECTS = ("latency", "throttle", "fail")
 SIMULATE_FIELDS: dict[str, Reader] = {
@@ -872,6 +896,20 @@ def _duration(text: str) -> float | None:
     if match is None:
         return None
     return float(match[1]) / (1000 if match[2] == "ms" else 1)
+
+
+def parse_mock_entry(data: Any, base_dir: Path) -> MockConfig:
+    """One ``mocks`` entry given as data (the inspector's "mock this"): checked as the
+    file's entries are; raises ConfigError naming each bad key."""
+    checker = _Checker("the mock", {}, base_dir)
+    node = yaml.compose(json.dumps(data))
+    entry = checker.mock("", node) if node is not None else None
+    if checker.problems or entry is None:
+        problems = checker.problems or [Problem("must be a mapping with a path")]
+        raise ConfigError(
+            [Problem(problem.message, problem.path.lstrip(".")) for problem in problems], "the mock"
+        )
+    return entry
 
 
 def parse_simulate_entry(data: Any) -> SimulateConfig:

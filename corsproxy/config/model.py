@@ -96,6 +96,27 @@ class UpstreamTLS:
 
 
 @dataclass(frozen=True)
+class RouteInspector:
+    """What the inspector keeps of this route's exchanges."""
+
+    # False: request bodies sent to this route are never captured (passwords, uploads).
+    bodies: bool = True
+
+
+DEFAULT_INSPECTOR_MAX_BODY = 1024 * 1024
+DEFAULT_INSPECTOR_MAX_TOTAL = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class InspectorConfig:
+    """How much of the bodies the inspector's record keeps."""
+
+    max_body: int = DEFAULT_INSPECTOR_MAX_BODY  # per body; 0 turns capture off
+    # All bodies in the record together; beyond it, the oldest exchanges lose theirs.
+    max_total: int = DEFAULT_INSPECTOR_MAX_TOTAL
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     """A path prefix on the proxy side and the upstream base URL it forwards to."""
 
@@ -122,6 +143,7 @@ class RouteConfig:
     # None means "when this route injects request_headers": other sites must not spend
     # the developer's API key, not even with simple requests that need no preflight.
     refuse_disallowed_origins: bool | None = None
+    inspector: RouteInspector = field(default_factory=RouteInspector)
     line: int = 0
 
     @property
@@ -231,8 +253,11 @@ class Config:
     simulate: tuple[SimulateConfig, ...] = ()
     # Makes every random choice of ``simulate`` the same on every run.
     seed: int | None = None
+    inspector: InspectorConfig = field(default_factory=InspectorConfig)
     source: str = "<config>"
     # Values that came from the environment: shown as *** wherever the proxy displays headers.
     secrets: frozenset[str] = frozenset()
+    # (value, VAR) for each of them: copies of requests show $VAR, never the value.
+    secret_names: tuple[tuple[str, str], ...] = ()
     # The .env file that was read, if any (its values count as environment variables).
     env_file: str | None = None

@@ -10,8 +10,9 @@ from typing import Any
 from corsproxy.exchanges import REDACTED, Exchange
 from corsproxy.har.decode import StoredBody
 from corsproxy.har.entries import entry, log_skeleton
+from corsproxy.inspector.bodies import har_body
 
-NO_BODY = StoredBody("", False, 0, False, "the inspector's record keeps no bodies")
+NO_BODY = StoredBody("", False, 0, False, "no body kept (inspector.max_body, max_total)")
 
 
 def _redacted(items: list[tuple[str, str]], secrets: frozenset[str]) -> list[tuple[str, str]]:
@@ -34,12 +35,14 @@ def har_entry(exchange: Exchange, scheme: str) -> dict[str, Any]:
         method=exchange.method,
         url=f"{scheme}://{host}{exchange.path}{query}",
         request_headers=_redacted(list(exchange.request_headers.items()), exchange.secrets),
-        request_body=None,
+        request_body=har_body(exchange.request_body, exchange.secrets),
         status=exchange.status,
         status_text="",
         response_headers=_redacted(list(exchange.response_headers.items()), exchange.secrets),
-        response_body=NO_BODY,
-        response_body_size=int(length) if length.isdigit() else -1,
+        response_body=har_body(exchange.response_body, exchange.secrets) or NO_BODY,
+        response_body_size=exchange.response_body.size
+        if exchange.response_body is not None
+        else (int(length) if length.isdigit() else -1),
         wait_ms=wait,
         receive_ms=exchange.duration_ms - wait,
     )

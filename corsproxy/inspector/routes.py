@@ -10,7 +10,13 @@ upstream. Secrets injected towards the upstream are shown as ***.
     GET /__corsproxy/api/exchanges?limit=N  summaries, newest first
     GET /__corsproxy/api/exchanges/{id}     one exchange with its headers
     GET /__corsproxy/api/events             Server-Sent Events: a snapshot, then each new exchange
+    GET /__corsproxy/api/exchanges/{id}/body/{request|response}
+                                            a body, decoded for display, secrets redacted
+    DELETE /__corsproxy/api/exchanges       forget the record
     GET /__corsproxy/api/config             routes and rules, secrets redacted
+    GET /__corsproxy/api/har[?ids=1,2]      the record (or those exchanges) as a HAR file
+    GET|POST /__corsproxy/api/simulate, PUT .../simulate/{N|offline}   the simulated network
+    GET|POST /__corsproxy/api/mocks, DELETE .../mocks/{N}              mocks added for this run
 """
 
 from __future__ import annotations
@@ -23,10 +29,15 @@ from typing import Any
 
 from aiohttp import web
 
-from corsproxy.config.checker import parse_simulate_entry
+from corsproxy.config.checker import parse_mock_entry, parse_simulate_entry
 from corsproxy.config.model import Config, ConfigError
 from corsproxy.exchanges import REDACTED, Exchange
+from corsproxy.inspector.bodies import describe as describe_body
+from corsproxy.inspector.bodies import kind_of, media_type, shown_bytes
 from corsproxy.inspector.har_export import ring_as_har
+from corsproxy.inspector.mock_this import NotMockable
+from corsproxy.inspector.mock_this import describe as describe_mock
+from corsproxy.inspector.mock_this import entry_from as mock_entry_from
 from corsproxy.message.host import host_refusal
 from corsproxy.patterns.origins import same_origin
 from corsproxy.state import STATE
@@ -45,7 +56,7 @@ KEEPALIVE_SECONDS = 15.0
 # "try" panel's whole point is requesting arbitrary URLs from this page.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'self'; connect-src 'self' http: https:; img-src 'self' data:; "
+        "default-src 'self'; connect-src 'self' http: https:; img-src 'self' data: blob:; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
     ),
     "X-Frame-Options": "DENY",
@@ -94,9 +105,14 @@ def add_inspector_routes(app: web.Application) -> None:
     get(PREFIX + "inspector.js", own_origin_only(_static("inspector.js")))
     get(PREFIX + "api/exchanges", own_origin_only(list_exchanges))
     get(PREFIX + r"api/exchanges/{id:\d+}", own_origin_only(exchange_detail))
+    get(PREFIX + r"api/exchanges/{id:\d+}/body/{which:request|response}", own_origin_only(exchange_body))
+    app.router.add_delete(PREFIX + "api/exchanges", own_origin_only(clear_exchanges))
     get(PREFIX + "api/events", own_origin_only(events))
     get(PREFIX + "api/config", own_origin_only(config_summary))
     get(PREFIX + "api/har", own_origin_only(har_export))
+    get(PREFIX + "api/mocks", own_origin_only(mocks_listing))
+    app.router.add_post(PREFIX + "api/mocks", own_origin_only(mock_add))
+    app.router.add_delete(PREFIX + r"api/mocks/{number:\d+}", own_origin_only(mock_remove))
     get(PREFIX + "api/simulate", own_origin_only(simulate_listing))
     app.router.add_post(PREFIX + "api/simulate", own_origin_only(simulate_add))
     app.router.add_put(PREFIX + r"api/simulate/{which:\d+|offline}", own_origin_only(simulate_switch))
@@ -120,7 +136,9 @@ def own_origin_only(handler: Handler) -> Handler:
         else:
             response = await handler(request)
         if not response.prepared:
-            response.headers.update(SECURITY_HEADERS)
+            # A handler's own, stricter header (a body's sandbox) stands.
+            for name, value in SECURITY_HEADERS.items():
+                response.headers.setdefault(name, value)
         return response
 
     return guarded
@@ -174,11 +192,35 @@ async def exchange_detail(request: web.Request) -> web.Response:
             status=404,
         )
     detail = exchange.detail()
+    detail["request_body"] = describe_body(exchange.request_body, exchange.secrets)
+    detail["response_body"] = describe_body(exchange.response_body, exchange.secrets)
     upstream = detail["upstream_request"]
     if upstream is not None and upstream["url"] is not None:
         # An upstream base URL can carry ${VAR} values too; detail() redacts only headers.
         upstream["url"] = _redact(upstream["url"], exchange.secrets)
     return web.json_response(detail)
+
+
+async def exchange_body(request: web.Request) -> web.Response:
+    """One body, decoded, as a type the page shows but the browser never runs."""
+    exchange = request.app[STATE].exchanges.get(int(request.match_info["id"]))
+    which = request.match_info["which"]
+    captured = None
+    if exchange is not None:
+        captured = exchange.request_body if which == "request" else exchange.response_body
+    if exchange is None or captured is None:
+        return web.json_response({"error": f"no {which} body kept for that exchange"}, status=404)
+    data, _ = shown_bytes(captured, exchange.secrets)
+    kind = kind_of(captured.content_type)
+    response = web.Response(body=data, headers={"Content-Type": media_type(kind, captured.content_type)})
+    # Shown in the page, never as a page: no script runs, whatever the body holds.
+    response.headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
+    return response
+
+
+async def clear_exchanges(request: web.Request) -> web.Response:
+    request.app[STATE].exchanges.clear()
+    return web.json_response({"cleared": True})
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -236,10 +278,54 @@ async def _end_streams(app: web.Application) -> None:
 
 async def har_export(request: web.Request) -> web.Response:
     """The record as a HAR file (inspector/har_export.py), offered as a download."""
-    har = ring_as_har(request.app[STATE].exchanges.recent(), request.scheme)
+    exchanges = request.app[STATE].exchanges.recent()
+    ids = request.query.get("ids")
+    if ids is not None:
+        # The inspector's filtered rows only ("save only the filtered flows").
+        wanted = {int(part) for part in ids.split(",") if part.strip().isdigit()}
+        exchanges = [exchange for exchange in exchanges if exchange.id in wanted]
+    har = ring_as_har(exchanges, request.scheme)
     response = web.json_response(har)
     response.headers["Content-Disposition"] = 'attachment; filename="corsproxy.har"'
     return response
+
+
+async def mocks_listing(request: web.Request) -> web.Response:
+    added = request.app[STATE].runtime.mocks.added
+    return web.json_response({"added": [describe_mock(mock) for mock in added.mocks]})
+
+
+async def mock_add(request: web.Request) -> web.Response:
+    """``{"exchange": ID}`` makes a mock from that exchange; any other body is a mocks
+    entry itself. Checked as the config file's mocks are: a 400 names each problem."""
+    state = request.app[STATE]
+    body = await _json_body(request)
+    if isinstance(body, dict) and set(body) == {"exchange"}:
+        exchange = state.exchanges.get(int(body["exchange"])) if str(body["exchange"]).isdigit() else None
+        if exchange is None:
+            return web.json_response({"error": f"no exchange {body['exchange']} in the record"}, status=404)
+        try:
+            body = mock_entry_from(exchange)
+        except NotMockable as error:
+            return web.json_response({"error": f"cannot mock exchange {exchange.id}: {error}"}, status=400)
+    base = (
+        Path(state.runtime.config.source).parent
+        if state.runtime.config.source.endswith((".yaml", ".yml"))
+        else Path.cwd()
+    )
+    try:
+        entry = parse_mock_entry(body, base)
+    except ConfigError as error:
+        return web.json_response({"error": "not a valid mock", "problems": error.errors}, status=400)
+    mock = state.runtime.mocks.added.add(entry)
+    return web.json_response(describe_mock(mock), status=201)
+
+
+async def mock_remove(request: web.Request) -> web.Response:
+    number = int(request.match_info["number"])
+    if not request.app[STATE].runtime.mocks.added.remove(number):
+        return web.json_response({"error": f"no mock[+{number}] added for this run"}, status=404)
+    return web.json_response({"removed": f"mock[+{number}]"})
 
 
 async def simulate_listing(request: web.Request) -> web.Response:

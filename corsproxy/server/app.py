@@ -32,6 +32,7 @@ from corsproxy.answers import (
 from corsproxy.config.model import Config, ConfigError
 from corsproxy.config.reload import watch_config
 from corsproxy.errors import UpstreamBrokeOff, UpstreamError
+from corsproxy.exchanges import Captured
 from corsproxy.flow import (
     OWN_PREFIX,
     Forward,
@@ -97,7 +98,7 @@ def _config_watcher(
 
         def apply(config: Config) -> None:
             # Swapped whole: a request in flight keeps the Runtime it started with.
-            state.runtime = Runtime.build(config)
+            state.runtime = Runtime.build(config, state.runtime.mocks.added)
             state.simulator.load(config.simulate, config.seed)
             state.rejected_reload = None
 
@@ -301,27 +302,37 @@ def answer_replayed(
 
 
 async def request_body(
-    request: web.Request, head: RequestHead, read: BodyStart | None, tape: Tape | None
+    request: web.Request,
+    head: RequestHead,
+    read: BodyStart | None,
+    tape: Tape | None,
+    captured: Captured | None,
 ) -> StreamReader | bytes | AsyncIterator[bytes] | None:
     """What is sent upstream as the body: the client's stream, after what was read ahead,
-    copied to the recording as it goes."""
+    copied to the recording and the inspector's capture as it goes."""
     if not head.has_body:
         return None
     if read is not None and read.complete:
         if tape is not None:
             tape.request_chunk(read.data)
+        if captured is not None:
+            captured.add(read.data)
         return read.data
-    if read is None and tape is None:
+    if read is None and tape is None and captured is None:
         return request.content
+
+    def copy(piece: bytes) -> None:
+        if tape is not None:
+            tape.request_chunk(piece)
+        if captured is not None:
+            captured.add(piece)
 
     async def chunks() -> AsyncIterator[bytes]:
         if read is not None:
-            if tape is not None:
-                tape.request_chunk(read.data)
+            copy(read.data)
             yield read.data
         async for piece in request.content.iter_any():
-            if tape is not None:
-                tape.request_chunk(piece)
+            copy(piece)
             yield piece
 
     return chunks()
@@ -339,6 +350,9 @@ async def forward(
     """Send the request upstream and stream its answer back, decorated (answers.py)."""
     recorder = forwarding.recorder
     tape = None if recorder is None else recorder.tape(head.method, forwarding.target, forwarding.headers)
+    request_capture = None
+    if head.has_body and forwarding.route.config.inspector.bodies:
+        request_capture = state.capture(head.headers)
     try:
         await take_upstream_slot(state, forwarding.route)
         try:
@@ -347,10 +361,12 @@ async def forward(
                 head.method,
                 forwarding.target,
                 forwarding.headers,
-                await request_body(request, head, read, tape),
+                await request_body(request, head, read, tape, request_capture),
                 client_closed=lambda: request.transport is None or request.transport.is_closing(),
             )
-            return await relay(request, state, head, forwarding, answer, started, tape, simulated)
+            return await relay(
+                request, state, head, forwarding, answer, started, tape, simulated, request_capture
+            )
         finally:
             state.upstream_slots.release()
     except UpstreamError as error:
@@ -379,6 +395,7 @@ async def relay(
     started: float,
     tape: Tape | None = None,
     simulated: Simulated | None = None,
+    request_capture: Captured | None = None,
 ) -> web.StreamResponse:
     """Stream the upstream's answer back with our CORS headers in place of its own."""
     upstream_ms = (time.perf_counter() - started) * 1000
@@ -395,15 +412,18 @@ async def relay(
     streamed = web.StreamResponse(status=answer.status, reason=answer.reason, headers=headers)
     if forwarding.close:
         streamed.force_close()
-    outcome = Outcome(head, streamed, started, forwarding.decision)
+    outcome = Outcome(head, streamed, started, forwarding.decision, request_body=request_capture)
     outcome.forwarded(forwarding.target, forwarding.headers, upstream_ms)
     if simulated is not None:
         outcome.simulated = simulated.said
+    captured = outcome.response_body = state.capture(answer.headers)
     try:
         await streamed.prepare(request)
         async for chunk in answer.chunks():
             if tape is not None:
                 tape.chunk(chunk)
+            if captured is not None:
+                captured.add(chunk)
             if pacer is None:
                 await streamed.write(chunk)
             else:

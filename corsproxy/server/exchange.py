@@ -25,6 +25,7 @@ from corsproxy.answers import (
     replay_miss_answer,
 )
 from corsproxy.errors import ProxyStopping, UpstreamBrokeOff, UpstreamError
+from corsproxy.exchanges import Captured
 from corsproxy.flow import Forward, Mock, Preflight, Refuse, Replayed, RequestHead
 from corsproxy.har.reader import RecordedExchange
 from corsproxy.recording import Tape
@@ -59,6 +60,7 @@ class FrontAnswer:
 
     status: int
     headers: Mapping[str, str]
+    body: bytes = b""  # an answer the proxy made: the inspector keeps it
 
 
 def answer_preflight(
@@ -82,7 +84,9 @@ def answer_refusal(
     close = refuse.close or not keep_alive or door.closing
     door.write(answer_bytes(answer, close))
     if refuse.recorded:
-        outcome = Outcome(head, FrontAnswer(answer.status, answer.headers), started, refuse.decision)
+        outcome = Outcome(
+            head, FrontAnswer(answer.status, answer.headers, answer.body), started, refuse.decision
+        )
         outcome.error = refuse.error or refuse.reason
         door.state.finish(outcome)
     return close
@@ -95,7 +99,7 @@ def answer_mock(door: Connection, head: RequestHead, keep_alive: bool, started: 
     door.write(answer_bytes(answer, close))
     outcome = Outcome(
         head,
-        FrontAnswer(answer.status, answer.headers),
+        FrontAnswer(answer.status, answer.headers, answer.body),
         started,
         mocked.decision,
         error=error,
@@ -125,7 +129,7 @@ def answer_replayed(
     door.write(answer_bytes(answer, close))
     outcome = Outcome(
         head,
-        FrontAnswer(answer.status, answer.headers),
+        FrontAnswer(answer.status, answer.headers, answer.body),
         started,
         replayed.decision,
         error=error,
@@ -213,9 +217,12 @@ class FrontExchange:
         parts = [response_head]
         if tape is not None:
             tape.answered(answer.status, answer.reason, answer.headers)
+        captured = outcome.response_body = self.state.capture(answer.headers)
         for piece in answer.take_pending():
             if tape is not None:
                 tape.chunk(piece)
+            if captured is not None:
+                captured.add(piece)
             parts += chunk(piece) if chunked else (piece,)
         transport.writelines(parts)
         self.answered = True
@@ -223,8 +230,8 @@ class FrontExchange:
         if door.write_paused:
             answer.pause()
         sink: Callable[[bytes], None] = door.write_chunk if chunked else door.write
-        if tape is not None:
-            sink = recorded_sink(tape, sink)
+        if tape is not None or captured is not None:
+            sink = tapped_sink(sink, tape, captured)
         try:
             answer.attach(sink)
             await answer.finished()
@@ -265,7 +272,10 @@ class FrontExchange:
         if not self.door.lost:
             self.door.write(answer_bytes(answer, close))
         outcome = Outcome(
-            self.head, FrontAnswer(answer.status, answer.headers), self.started, forwarding.decision
+            self.head,
+            FrontAnswer(answer.status, answer.headers, answer.body),
+            self.started,
+            forwarding.decision,
         )
         outcome.error = error.message
         self.state.finish(outcome.forwarded(forwarding.target, forwarding.headers, None))
@@ -278,11 +288,24 @@ class FrontExchange:
         self.state.finish(outcome.forwarded(forwarding.target, forwarding.headers, None))
 
 
-def recorded_sink(tape: Tape, sink: Callable[[bytes], None]) -> Callable[[bytes], None]:
-    """``sink``, with each piece also given to the recording."""
+def tapped_sink(
+    sink: Callable[[bytes], None], tape: Tape | None, captured: Captured | None
+) -> Callable[[bytes], None]:
+    """``sink``, with each piece also given to the recording and the inspector's capture."""
+    if tape is None and captured is not None:
+        add = captured.add
+
+        def capture_and_write(data: bytes) -> None:
+            add(data)
+            sink(data)
+
+        return capture_and_write
 
     def write(data: bytes) -> None:
-        tape.chunk(data)
+        if tape is not None:
+            tape.chunk(data)
+        if captured is not None:
+            captured.add(data)
         sink(data)
 
     return write
