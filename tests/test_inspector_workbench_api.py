@@ -208,9 +208,7 @@ async def test_a_mock_that_breaks_the_mock_rules_is_a_400_naming_the_key(
     client = await start(make_proxy, api)
     bad = await client.post("/__corsproxy/api/mocks", json={"path": "/x", "status": 99})
     assert bad.status == 400
-    assert (await bad.json())["problems"] == [
-        "status: must be a status from 200 to 599, got 99"
-    ]
+    assert (await bad.json())["problems"] == ["status: must be a status from 200 to 599, got 99"]
     await client.options("/x", headers={"Origin": LOCAL, "Access-Control-Request-Method": "GET"})
     preflight = await latest(client, "/x")
     refused = await client.post("/__corsproxy/api/mocks", json={"exchange": preflight["id"]})

@@ -103,6 +103,7 @@ def add_inspector_routes(app: web.Application) -> None:
     get(PREFIX, own_origin_only(_static("inspector.html")))
     get(PREFIX + "inspector.css", own_origin_only(_static("inspector.css")))
     get(PREFIX + "inspector.js", own_origin_only(_static("inspector.js")))
+    get(PREFIX + "workbench.js", own_origin_only(_static("workbench.js")))
     get(PREFIX + "api/exchanges", own_origin_only(list_exchanges))
     get(PREFIX + r"api/exchanges/{id:\d+}", own_origin_only(exchange_detail))
     get(PREFIX + r"api/exchanges/{id:\d+}/body/{which:request|response}", own_origin_only(exchange_body))

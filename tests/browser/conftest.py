@@ -350,3 +350,42 @@ def tab(context: BrowserContext) -> Tab:
     page.on("console", lambda message: tab.console.append(message))
     page.on("pageerror", lambda error: tab.uncaught.append(str(error)))
     return tab
+
+
+@dataclass
+class Served:
+    """An app served on the stack's server thread until ``stop``."""
+
+    stack: Stack
+    runner: web.AppRunner
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://localhost:{self.port}"
+
+    def stop(self) -> None:
+        self.stack.servers.call(self.runner.cleanup())
+
+
+@pytest.fixture
+def serve(stack: Stack) -> Iterator[Any]:
+    """Serve apps of the test's own on the stack's server thread; each stopped at the end."""
+    running: list[Served] = []
+
+    def start(app: web.Application, runner_class: type[web.AppRunner] = web.AppRunner) -> Served:
+        sock, port = bound_socket()
+
+        async def begin() -> web.AppRunner:
+            runner = runner_class(app, shutdown_timeout=1.0)
+            await runner.setup()
+            await web.SockSite(runner, sock).start()
+            return runner
+
+        served = Served(stack, stack.servers.call(begin()), port)
+        running.append(served)
+        return served
+
+    yield start
+    for served in running:
+        served.stop()

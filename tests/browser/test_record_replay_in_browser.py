@@ -5,19 +5,16 @@ results from the replay, CORS included."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import web
 from playwright.sync_api import Browser
 
 from corsproxy import create_app
 from corsproxy.config.checker import parse_config
 from corsproxy.server.runner import ProxyRunner
-from tests.browser.conftest import Stack, Tab, bound_socket
+from tests.browser.conftest import Stack, Tab
 from tests.har import load_valid_har, recorded
 
 JSON = {"Content-Type": "application/json"}
@@ -46,44 +43,6 @@ def api_app() -> web.Application:
     app.router.add_post("/search", search)
     app.router.add_get("/counter", counter)
     return app
-
-
-@dataclass
-class Served:
-    """An app served on the stack's server thread until ``stop``."""
-
-    stack: Stack
-    runner: web.AppRunner
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://localhost:{self.port}"
-
-    def stop(self) -> None:
-        self.stack.servers.call(self.runner.cleanup())
-
-
-@pytest.fixture
-def serve(stack: Stack) -> Iterator[Any]:
-    running: list[Served] = []
-
-    def start(app: web.Application, runner_class: type[web.AppRunner] = web.AppRunner) -> Served:
-        sock, port = bound_socket()
-
-        async def begin() -> web.AppRunner:
-            runner = runner_class(app, shutdown_timeout=1.0)
-            await runner.setup()
-            await web.SockSite(runner, sock).start()
-            return runner
-
-        served = Served(stack, stack.servers.call(begin()), port)
-        running.append(served)
-        return served
-
-    yield start
-    for served in running:
-        served.stop()
 
 
 def proxy_yaml(stack: Stack, upstream_port: int, extra: str) -> str:

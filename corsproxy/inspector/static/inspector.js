@@ -83,6 +83,8 @@ function exchangeRow(summary) {
     decisionView("td", summary),
   );
   row.dataset.id = summary.id;
+  row.summary = summary; // for the filters (workbench.js)
+  row.hidden = !matchesFilters(summary);
   row.tabIndex = 0;
   row.setAttribute("aria-selected", String(summary.id === selectedId));
   row.addEventListener("click", () => selectExchange(summary.id));
@@ -93,7 +95,7 @@ function exchangeRow(summary) {
 }
 
 function addExchange(summary) {
-  if (rows.has(summary.id)) return;
+  if (rows.has(summary.id) || !admitExchange(summary)) return;
   const row = exchangeRow(summary);
   rows.set(summary.id, row);
   // Ids only grow, so the newest row goes on top.
@@ -104,6 +106,7 @@ function addExchange(summary) {
     rows.get(oldest).remove();
     rows.delete(oldest);
   }
+  applyFilters();
 }
 
 function connect() {
@@ -173,6 +176,7 @@ async function selectExchange(id) {
   $("#detail-not-forwarded").hidden = upstream !== null;
   $("#detail-upstream-url").textContent = upstream ? upstream.url : "";
   fillHeaders($("#detail-upstream"), upstream ? upstream.headers : []);
+  await showWorkbench(detail);
 }
 
 function showDetailError(id, error) {
@@ -425,6 +429,7 @@ function headerTable(pairs) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  setUpWorkbench();
   $("#own-origin").textContent = location.origin;
   $("#try-form").addEventListener("submit", tryRequest);
   connect();
