@@ -2,6 +2,7 @@
 noise cannot blur.
 
     python bench/instructions.py REV
+    python bench/instructions.py --yaml 'inspector: {max_body: 0}'   # one setting's cost
 
 Each side runs `corsproxy serve --upstream URL --port N` at its defaults (its log line
 going to a file) under valgrind's callgrind, which counts instructions executed, not
@@ -24,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -107,41 +109,63 @@ def instructions(argv: list[str], port: int, request: bytes, count: int, tmp: Pa
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("revision")
+    parser.add_argument("revision", nargs="?", help="the earlier revision (with --yaml: none needed)")
     parser.add_argument("--requests", type=int, default=1000, help="N: the runs send N and 2N")
     parser.add_argument("--against", help="measure this revision instead of the working tree")
+    parser.add_argument(
+        "--yaml",
+        help="instead of a revision: this tree at its defaults against this tree with these config "
+        "lines added (e.g. 'inspector: {max_body: 0}')",
+    )
     parser.add_argument("--repeats", type=int, default=2, help="measurements of each side")
     parser.add_argument("--python", default=python_for_project())
     args = parser.parse_args()
+    if (args.revision is None) == (args.yaml is None):
+        parser.error("give a revision, or --yaml LINES")
     ensure_tools()
     procs = Procs()
     tmp = make_workdir()
     try:
         upstream = start_upstream(procs, tmp)
-        commit = unpack(args.revision, tmp / "baseline")
-        # The later side: this working tree, or (--against) another revision, unpacked too,
-        # so that edits made while the measurement runs cannot reach it.
-        later, later_source = "this tree", None
-        if args.against:
-            later, later_source = unpack(args.against, tmp / "later"), tmp / "later"
+        sides: list[tuple[str, Callable[[int], list[str]]]]
+        if args.yaml is not None:
+            defaults, changed = tmp / "defaults.yaml", tmp / "changed.yaml"
+            defaults.write_text(f"upstream: {upstream.base}\n")
+            changed.write_text(f"upstream: {upstream.base}\n{args.yaml}\n")
+
+            def with_file(path: Path) -> Callable[[int], list[str]]:
+                flags = ["serve", "--config", str(path), "--no-reload"]
+                return lambda port: [args.python, "-m", "corsproxy", *flags, "--port", str(port)]
+
+            sides = [("defaults", with_file(defaults)), (f"with {args.yaml}", with_file(changed))]
+        else:
+            commit = unpack(args.revision, tmp / "baseline")
+            # The later side: this working tree, or (--against) another revision, unpacked
+            # too, so that edits made while the measurement runs cannot reach it.
+            later, later_source = "this tree", None
+            if args.against:
+                later, later_source = unpack(args.against, tmp / "later"), tmp / "later"
+            sides = [
+                (commit, lambda port: serve_argv(args.python, tmp / "baseline", upstream.base, port)),
+                (later, lambda port: serve_argv(args.python, later_source, upstream.base, port)),
+            ]
         rows = []
         for kind, request in (("small GET", GET), ("preflight", PREFLIGHT)):
-            costs: dict[str, list[float]] = {commit: [], later: []}
+            costs: dict[str, list[float]] = {name: [] for name, _ in sides}
             # Each side measured `--repeats` times, alternately, so the spread shows.
             for _ in range(args.repeats):
-                for side, source in ((commit, tmp / "baseline"), (later, later_source)):
+                for side, argv_for in sides:
                     totals = []
                     for count in (args.requests, 2 * args.requests):
                         port = free_port()
-                        argv = serve_argv(args.python, source, upstream.base, port)
-                        totals.append(instructions(argv, port, request, count, tmp))
+                        totals.append(instructions(argv_for(port), port, request, count, tmp))
                     costs[side].append((totals[1] - totals[0]) / args.requests)
                     log(f"{kind}, {side}: {costs[side][-1]:,.0f} instructions a request")
-            rows.append((kind, costs[commit], costs[later]))
+            rows.append((kind, costs[sides[0][0]], costs[sides[1][0]]))
     finally:
         procs.stop_all()
-    print(f"instructions per request at the defaults (callgrind, N={args.requests} and {2 * args.requests}):")
-    print(f"| request | {commit} | {later} | ratio of the medians |")
+    print(f"instructions per request (callgrind, N={args.requests} and {2 * args.requests}):")
+    print(f"| request | {sides[0][0]} | {sides[1][0]} | ratio of the medians |")
     print("|---|---|---|---|")
     for kind, before, now in rows:
         shown = [" / ".join(f"{value:,.0f}" for value in side) for side in (before, now)]

@@ -22,16 +22,22 @@ class Captured:
     """A body as the inspector keeps it: its bytes as they went over the wire, up to
     ``limit``, and how many there were in all. Decoded only when shown (inspector/bodies.py)."""
 
-    __slots__ = ("content_encoding", "content_type", "data", "limit", "size")
+    __slots__ = ("data", "headers", "limit", "size")
 
-    def __init__(
-        self, limit: int, content_type: str | None = None, content_encoding: str | None = None
-    ) -> None:
+    def __init__(self, limit: int, headers: Mapping[str, str] | None = None) -> None:
         self.limit = limit
         self.data = bytearray()
         self.size = 0
-        self.content_type = content_type
-        self.content_encoding = content_encoding
+        # The headers the body came with, looked at only when it is shown.
+        self.headers = headers
+
+    @property
+    def content_type(self) -> str | None:
+        return None if self.headers is None else self.headers.get("Content-Type")
+
+    @property
+    def content_encoding(self) -> str | None:
+        return None if self.headers is None else self.headers.get("Content-Encoding")
 
     def add(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -207,7 +213,10 @@ class ExchangeLog:
                 self._with_bodies.popleft()
             self._drop_bodies(oldest)
         self._items.append(exchange)
-        kept = _body_bytes(exchange)
+        if exchange.request_body is None and exchange.response_body is None:
+            kept = 0
+        else:
+            kept = _body_bytes(exchange)
         if kept:
             self.body_bytes += kept
             self._with_bodies.append(exchange)
@@ -243,7 +252,8 @@ class ExchangeLog:
 
 
 def _body_bytes(exchange: Exchange) -> int:
-    return sum(len(body.data) for body in (exchange.request_body, exchange.response_body) if body is not None)
+    request, response = exchange.request_body, exchange.response_body
+    return (0 if request is None else len(request.data)) + (0 if response is None else len(response.data))
 
 
 def now() -> float:

@@ -156,6 +156,10 @@ class ProxyState:
             reason = f"{status} from corsproxy, not the upstream: {outcome.error}"
         else:
             reason = decision.browser_blocks or decision.reason
+        response_body = outcome.response_body
+        if response_body is None and outcome.upstream_url is None:
+            # Not forwarded: an answer the proxy made, whose body is at hand.
+            response_body = self._made_body(outcome.response)
         self.exchanges.add(
             Exchange(
                 id=self.exchanges.next_id(),
@@ -182,7 +186,7 @@ class ProxyState:
                 source=outcome.source or ("upstream" if outcome.upstream_url is not None else "corsproxy"),
                 simulated=outcome.simulated,
                 request_body=outcome.request_body,
-                response_body=outcome.response_body or self._made_body(outcome.response),
+                response_body=response_body,
             )
         )
 
@@ -192,7 +196,8 @@ class ProxyState:
         limit = self.runtime.config.inspector.max_body
         if not body or not limit or not isinstance(body, bytes):
             return None
-        captured = Captured(limit, response.headers.get("Content-Type"))
+        # Made by the proxy: never encoded, whatever the headers say.
+        captured = Captured(limit, {"Content-Type": response.headers.get("Content-Type", "")})
         captured.add(body)
         return captured
 
@@ -201,7 +206,7 @@ class ProxyState:
         limit = self.runtime.config.inspector.max_body
         if not limit:
             return None
-        return Captured(limit, headers.get("Content-Type"), headers.get("Content-Encoding"))
+        return Captured(limit, headers)
 
     def rejected_reload_summary(self) -> dict[str, object] | None:
         """The config edit hot reload refused, as /health and the inspector show it."""
