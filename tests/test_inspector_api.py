@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 from typing import Any
 
@@ -283,10 +284,17 @@ async def test_the_page_cannot_be_framed_and_loads_nothing_from_elsewhere(
     assert "frame-ancestors 'none'" in policy
     assert "default-src 'self'" in policy
     assert "http" not in html.replace("http-equiv", "")  # no CDN, no absolute URLs
-    for asset, kind in (("inspector.css", "text/css"), ("inspector.js", "text/javascript")):
+    assets = (
+        ("inspector.css", "text/css"),
+        ("inspector.js", "text/javascript"),
+        ("workbench.js", "text/javascript"),
+    )
+    for asset, kind in assets:
         asset_response = await client.get(f"/__corsproxy/{asset}")
         assert asset_response.status == 200
         assert asset_response.content_type in (kind, "application/javascript")
+        # Works offline: no absolute URL, so nothing is fetched from anywhere but the proxy.
+        assert re.search(r"https?://", await asset_response.text()) is None, asset
 
 
 async def test_the_prefix_without_its_slash_redirects_to_the_page(
