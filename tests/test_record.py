@@ -282,7 +282,7 @@ async def test_an_existing_har_from_another_tool_is_kept_and_appended_to(
 def _append_many(path: str, writer: int, count: int) -> None:
     for number in range(count):
         entry = {"writer": writer, "number": number, "pad": "x" * (number * 37 % 5000)}
-        append(Path(path), json.dumps(entry).encode())
+        append(Path(path), [json.dumps(entry).encode()])
 
 
 def test_processes_appending_at_once_never_tear_the_file(tmp_path: Path) -> None:
@@ -466,11 +466,11 @@ async def test_a_secret_that_also_reads_as_a_number_never_breaks_the_json(
 def test_a_file_whose_last_write_was_torn_is_cut_back_to_its_last_whole_entry(tmp_path: Path) -> None:
     har = tmp_path / "torn.har"
     for number in (1, 2):
-        append(har, json.dumps({"n": number}).encode())
+        append(har, [json.dumps({"n": number}).encode()])
     whole = har.read_bytes()
     # As a machine that lost power mid-write leaves it: the trailer gone, half an entry.
     har.write_bytes(whole[: -len(b"\n]}}\n")] + b',\n{"n": 3, "pad": "xxxx')
-    append(har, json.dumps({"n": 4}).encode())
+    append(har, [json.dumps({"n": 4}).encode()])
     assert [entry["n"] for entry in json.loads(har.read_bytes())["log"]["entries"]] == [1, 2, 4]
 
 

@@ -1,20 +1,24 @@
 """Appending entries to a HAR file so that it is a valid HAR after every entry.
 
 The file is kept in one layout: the ``log`` object's other members, then ``entries`` last,
-one entry per line, then a fixed trailer. An entry is added by one ``pwrite`` over the
-trailer of the entry and a new trailer, so at every moment the file on disk is either the
-old valid HAR or the new one: a crash or ``kill -9`` loses only entries not yet written.
-An exclusive ``flock`` around each append lets several processes (``--workers``) share a
-file. A HAR in any other layout (from a browser, from Playwright) is rewritten into this
-one once, through a new file renamed over it, before the first append.
+one entry per line, then a fixed trailer. Entries are added by writing a new file (the
+old one up to its trailer, copied in the kernel with copy_file_range, then the new
+entries and the trailer) and renaming it over the old one. A rename is atomic, so at every
+moment the path names either the old valid HAR or the new one. An in-place write over the
+trailer would not do: Linux checks for SIGKILL between the pages of a write, so a
+``kill -9`` can leave half an entry. A crash loses only entries not yet written.
 
-Entries are encoded and written by one thread per file, so neither the JSON encoding of
-a large body nor the disk ever holds up the event loop.
+An exclusive ``flock`` on a lock file beside it lets several processes (``--workers``)
+share one HAR. A HAR in another layout (from a browser, from Playwright) is rewritten
+into this one, every earlier entry and member kept. One thread per file encodes and
+writes, taking every entry queued since its last write in one go, so neither the JSON
+encoding of a large body nor the disk ever holds up the event loop.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import json
 import os
@@ -29,6 +33,8 @@ from corsproxy.har.entries import log_skeleton
 TRAILER = b"\n]}}\n"
 # Bodies waiting for the writer thread, at most: beyond it, entries are dropped.
 MAX_QUEUED_BYTES = 256 * 1024 * 1024
+# Entries written in one go, at most (in bytes of JSON).
+MAX_BATCH_BYTES = 64 * 1024 * 1024
 
 
 class HarFileError(Exception):
@@ -91,94 +97,49 @@ def _ends_with_trailer(path: Path) -> bool:
         return False
 
 
-def _rewrite(path: Path, log: dict[str, Any]) -> None:
-    """Put an existing HAR into the append layout: a new file renamed over the old one."""
-    lines = [json.dumps(entry, ensure_ascii=False).encode() for entry in log.get("entries", [])]
-    body = _head_bytes(log) + (b"\n" + b",\n".join(lines) if lines else b"") + TRAILER
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(body)
-    os.replace(temporary, path)
-
-
-def _open_locked(path: Path) -> int:
-    """The file open and exclusively locked, in the append layout; created if missing."""
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            # Another process may have renamed a rewritten file over this one meanwhile.
-            if os.fstat(fd).st_ino != os.stat(path).st_ino:
-                os.close(fd)
-                continue
-        except FileNotFoundError:
-            os.close(fd)
-            continue
-        size = os.fstat(fd).st_size
-        if size == 0:
-            os.pwrite(fd, _head_bytes(log_skeleton()) + TRAILER, 0)
-            return fd
-        if size >= len(TRAILER) and os.pread(fd, len(TRAILER), size - len(TRAILER)) == TRAILER:
-            return fd
-        try:
-            log = read_log(path) or log_skeleton()
-        except HarFileError:
-            if _cut_to_last_entry(fd, size):
-                return fd
-            os.close(fd)
-            raise
-        _rewrite(path, log)
-        os.close(fd)
-
-
-def _cut_to_last_entry(fd: int, size: int) -> bool:
-    """A file in the append layout whose last write was torn (a machine that lost power
-    mid-write; a process kill cannot tear one write): cut back to the last whole entry
-    line and put the trailer back. False when the file is not in that layout."""
-    tail_start = max(0, size - 64 * 1024 * 1024)
+def _valid_prefix(fd: int, size: int) -> tuple[int, bool] | None:
+    """Where new entries go in a file in the append layout: the length of what is kept,
+    and whether it holds no entry yet. A file whose last write was torn (a machine that
+    lost power) is cut back to its last whole entry line. None: not in the layout."""
+    if size >= len(TRAILER) and os.pread(fd, len(TRAILER), size - len(TRAILER)) == TRAILER:
+        at = size - len(TRAILER)
+        return at, os.pread(fd, 1, at - 1) == b"["
+    if not os.pread(fd, 12, 0).startswith(b'{"log": {'):
+        return None
+    tail_start = max(0, size - MAX_BATCH_BYTES)
     tail = os.pread(fd, size - tail_start, tail_start)
     end = len(tail)
-    while True:
-        end = tail.rfind(b"\n", 0, end)
-        if end < 0:
-            return False
+    while (end := tail.rfind(b"\n", 0, end)) >= 0:
         line = tail[tail.rfind(b"\n", 0, end) + 1 : end].rstrip(b",")
         if line.endswith(b"["):  # the head: no whole entry survived
-            break
+            return tail_start + end, True
         try:
             json.loads(line)
         except ValueError:
             continue
-        break
-    cut = tail_start + end
-    head = os.pread(fd, min(cut, 4096), 0)
-    if not head.startswith(b'{"log": {'):
-        return False
-    # Drop a dangling comma, then the trailer.
-    if os.pread(fd, 1, cut - 1) == b",":
-        cut -= 1
-    os.ftruncate(fd, cut)
-    _write_all(fd, TRAILER, cut)
-    return True
+        cut = tail_start + end
+        # The comma before a torn entry goes with it.
+        return (cut - 1 if tail[end - 1 : end] == b"," else cut), False
+    return None
 
 
-def append(path: Path, encoded_entry: bytes) -> None:
-    """Add one entry (its JSON, one line) to the HAR at ``path``, in one write. A write
-    that fails part way (a full disk) is undone: the file is cut back and its trailer
-    put back, so it stays the valid HAR it was."""
-    fd = _open_locked(path)
+def _copy(source: int, target: int, length: int) -> None:
+    """``length`` bytes from the start of ``source``: in the kernel where it can."""
+    offset = 0
     try:
-        size = os.fstat(fd).st_size
-        at = size - len(TRAILER)
-        first = os.pread(fd, 1, at - 1) == b"["
-        data = (b"\n" if first else b",\n") + encoded_entry + TRAILER
-        try:
-            _write_all(fd, data, at)
-        except OSError:
-            os.ftruncate(fd, at)
-            _write_all(fd, TRAILER, at)
-            raise
-    finally:
-        os.close(fd)  # closing releases the lock
+        while offset < length:
+            copied = os.copy_file_range(source, target, length - offset, offset, offset)
+            if copied == 0:
+                break
+            offset += copied
+    except OSError:
+        pass  # not supported here: the rest by read and write
+    while offset < length:
+        data = os.pread(source, min(1 << 20, length - offset), offset)
+        if not data:
+            raise OSError(f"the file shrank while being copied ({offset} of {length} bytes)")
+        os.pwrite(target, data, offset)
+        offset += len(data)
 
 
 def _write_all(fd: int, data: bytes, at: int) -> None:
@@ -186,6 +147,62 @@ def _write_all(fd: int, data: bytes, at: int) -> None:
     while view:
         written = os.pwrite(fd, view, at)
         view, at = view[written:], at + written
+
+
+def append(path: Path, encoded_entries: list[bytes]) -> None:
+    """Add entries (each its JSON, one line) to the HAR at ``path``: a new file renamed
+    over it, so the path never names anything but a whole valid HAR."""
+    with _locked(path):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            fd = None
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            mode = 0o644 if fd is None else os.fstat(fd).st_mode & 0o777
+            out = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            try:
+                at, first = _start(path, fd, out)
+                lines = b",\n".join(encoded_entries)
+                _write_all(out, (b"\n" if first else b",\n") + lines + TRAILER, at)
+            finally:
+                os.close(out)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+
+def _start(path: Path, fd: int | None, out: int) -> tuple[int, bool]:
+    """Put the kept part of the old file into ``out``; where new entries go, and whether
+    they are the first."""
+    size = 0 if fd is None else os.fstat(fd).st_size
+    if fd is not None and size:
+        kept = _valid_prefix(fd, size)
+        if kept is not None:
+            _copy(fd, out, kept[0])
+            return kept
+    log = (read_log(path) if fd is not None and size else None) or log_skeleton()
+    entries = [json.dumps(entry, ensure_ascii=False).encode() for entry in log.get("entries", [])]
+    head = _head_bytes(log) + (b"\n" + b",\n".join(entries) if entries else b"")
+    _write_all(out, head, 0)
+    return len(head), not entries
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Any:
+    """An exclusive lock for appending to ``path``, shared with other processes: on a
+    file beside it, since the HAR itself is replaced on every append."""
+    lock = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(lock)  # closing releases the lock
 
 
 Job = Callable[[], bytes | None]
@@ -232,19 +249,33 @@ class HarWriter:
             queued = self.jobs.get()
             if queued is None:
                 return
-            job, size = queued
+            batch = [queued]
+            # Every entry queued meanwhile goes in the same write.
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < 1000:
+                    more = self.jobs.get_nowait()
+                    if more is None:
+                        self.jobs.put(None)
+                        break
+                    batch.append(more)
+            encoded: list[bytes] = []
+            for job, _ in batch:
+                try:
+                    made = job()
+                except Exception as error:  # a bad entry must not stop the recording
+                    self.on_error(f"recording to {self.path} failed on one entry: {error!r}")
+                    continue
+                if made is not None:
+                    encoded.append(made)
             try:
-                encoded = job()
-                if encoded is not None:
+                if encoded:
                     append(self.path, encoded)
             except (OSError, HarFileError) as error:
                 self.on_error(f"recording to {self.path} failed: {error}")
-            except Exception as error:  # a bad entry must not stop the recording
-                self.on_error(f"recording to {self.path} failed on one entry: {error!r}")
             finally:
                 with self.idle:
-                    self.pending -= 1
-                    self.queued_bytes -= size
+                    self.pending -= len(batch)
+                    self.queued_bytes -= sum(size for _, size in batch)
                     self.idle.notify_all()
 
     def flush(self, timeout: float = 10.0) -> bool:
