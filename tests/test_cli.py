@@ -67,7 +67,7 @@ def test_validate_lists_every_error_and_exits_2(tmp_path: Path) -> None:
     [
         pytest.param(
             ("serve",),
-            "nothing to proxy: give --config FILE, --upstream URL or --replay FILE.har",
+            "nothing to proxy: no corsproxy.yaml or .corsproxy.yaml in",
             id="nothing to proxy",
         ),
         pytest.param(
@@ -356,3 +356,46 @@ def test_ctrl_c_says_what_it_waits_for_and_a_second_one_stops_at_once_and_cleanl
     assert "waiting up to 10 s for 1 request(s) in flight (Ctrl-C again to stop now)" in err
     assert "Unclosed client session" not in err
     assert "Traceback" not in err
+
+
+def test_serve_without_a_config_finds_one_in_a_parent_folder_and_says_which(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / "web" / "src").mkdir(parents=True)
+    port = free_port()
+    found = project / ".corsproxy.yaml"
+    found.write_text(f"upstream: http://127.0.0.1:9\nserver: {{port: {port}}}\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "corsproxy", "serve"],
+        cwd=project / "web" / "src",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_port(port, process)
+    finally:
+        process.terminate()
+        out, errors = process.communicate(timeout=15)
+    assert f"corsproxy: using {found}" in errors
+    assert f"({found})" in out  # the banner names the file it serves
+
+
+def test_discovery_looks_no_higher_than_the_repository_root_and_says_where_it_looked(tmp_path: Path) -> None:
+    (tmp_path / "corsproxy.yaml").write_text("upstream: http://127.0.0.1:9\n")  # above the repository
+    repository = tmp_path / "repo"
+    (repository / ".git").mkdir(parents=True)
+    (repository / "app").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "corsproxy", "serve"],
+        cwd=repository / "app",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert (
+        f"nothing to proxy: no corsproxy.yaml or .corsproxy.yaml in {repository / 'app'}, {repository}; "
+        in result.stderr
+    )

@@ -294,3 +294,58 @@ def test_the_example_configs_commented_sections_load_when_uncommented(tmp_path: 
     (failing,) = config.simulate
     assert failing.fail is not None
     assert (failing.path, failing.fail.every, failing.fail.retry_after) == ("/api/orders/**", 3, 5)
+
+
+@pytest.mark.parametrize(
+    ("text", "wanted"),
+    [
+        pytest.param(
+            "upstrem: http://127.0.0.1:9\n", "upstrem: unknown key; did you mean 'upstream'?", id="top"
+        ),
+        pytest.param("server: {prot: 1}\n", "server.prot: unknown key; did you mean 'port'?", id="server"),
+        pytest.param(
+            "routes:\n  - {path: /a, upstrem: http://x.example}\n",
+            "routes[0].upstrem: unknown key; did you mean 'upstream'?",
+            id="routes",
+        ),
+        pytest.param(
+            "routes:\n  - {path: /a, upstream: http://x.example, cookies: {domian: keep}}\n",
+            "routes[0].cookies.domian: unknown key; did you mean 'domain'?",
+            id="cookies",
+        ),
+        pytest.param(
+            "routes:\n  - {path: /a, upstream: http://x.example, tls: {verfiy: false}}\n",
+            "routes[0].tls.verfiy: unknown key; did you mean 'verify'?",
+            id="upstream tls",
+        ),
+        pytest.param(
+            "routes:\n  - {path: /a, upstream: http://x.example, inspector: {bodys: false}}\n",
+            "routes[0].inspector.bodys: unknown key; did you mean 'bodies'?",
+            id="route inspector",
+        ),
+        pytest.param(
+            "rules:\n  - {orgins: ['*']}\n",
+            "rules[0].orgins: unknown key; did you mean 'origins'?",
+            id="rules",
+        ),
+        pytest.param(
+            "mocks:\n  - {path: /a, stauts: 200}\n",
+            "mocks[0].stauts: unknown key; did you mean 'status'?",
+            id="mocks",
+        ),
+        pytest.param(
+            "simulate:\n  - {path: /a, fail: {evrey: 2}}\n",
+            "simulate[0].fail.evrey: unknown key; did you mean 'every'?",
+            id="simulate fail",
+        ),
+        pytest.param(
+            "inspector: {max_bdy: 1}\n",
+            "inspector.max_bdy: unknown key; did you mean 'max_body'?",
+            id="inspector",
+        ),
+    ],
+)
+def test_a_typo_in_any_section_names_the_nearest_key(text: str, wanted: str) -> None:
+    base = "" if text.startswith(("upstrem", "routes")) else "upstream: http://127.0.0.1:9\n"
+    errors = errors_of(base + text)
+    assert any(error.startswith(wanted) for error in errors), errors

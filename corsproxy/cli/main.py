@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from corsproxy.check.command import add_check_command, run_check
+from corsproxy.cli.discovery import find_config, not_found_message
 from corsproxy.config.checker import default_rule, origin_problem, upstream_problem
 from corsproxy.config.loader import load_config
 from corsproxy.config.model import REPLAY_MISSES, Config, ConfigError, RecordConfig, ReplayConfig, RouteConfig
@@ -168,7 +169,7 @@ def resolve_config(
     (``settings``: what ``command_line_settings`` made of the flags, if made already)."""
     if args.file and args.config and args.file != args.config:
         raise UsageError(f"give the rules file once: {args.file} or --config {args.config}")
-    config_file = args.file or args.config or env.get(ENV_CONFIG)
+    config_file = named_config(args, env)
     upstream = args.upstream or env.get(ENV_UPSTREAM)
     if config_file and args.upstream:
         raise UsageError("give either --config or --upstream, not both")
@@ -181,11 +182,19 @@ def resolve_config(
         rules = (default_rule(_quick_origins(args, env), _quick_credentials(args, env)),)
         config = Config(routes=(), rules=rules, source="command line")
     else:
-        raise UsageError(
-            "nothing to proxy: give --config FILE, --upstream URL or --replay FILE.har "
-            f"(or set {ENV_CONFIG} / {ENV_UPSTREAM}); try `corsproxy demo` for an offline example"
-        )
+        found = find_config(Path.cwd(), Path.home())
+        if found is None:
+            raise UsageError(not_found_message(Path.cwd(), Path.home()))
+        print(f"corsproxy: using {found}", file=sys.stderr)
+        args.config = str(found)  # watched for changes as a named file is
+        config = load_config(found, env)
     return (settings or command_line_settings(args, env))(config)
+
+
+def named_config(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
+    """The config file the command line or the environment names (or discovery found)."""
+    named: str | None = args.file or args.config or env.get(ENV_CONFIG)
+    return named
 
 
 def command_line_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Callable[[Config], Config]:
@@ -287,7 +296,7 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = command_line_settings(args, env)
     config = resolve_config(args, env, settings)
     host, port = config.server.host, config.server.port
-    config_file = args.file or args.config or env.get(ENV_CONFIG)
+    config_file = named_config(args, env)
     watch = Path(config_file) if config_file and not args.no_reload else None
     if env.get(ENV_IN_CONTAINER) == "1" and host in UNSPECIFIED_HOSTS:
         # The image listens on every interface on purpose: what matters is where it is published.
