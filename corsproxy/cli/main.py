@@ -1,4 +1,5 @@
-"""The command line: serve, validate, demo. Bad input exits 2 with a message, never a traceback.
+"""The command line: serve, validate, demo, check, completion. Bad input exits 2 with a
+message, never a traceback.
 
 Every server setting can also come from a CORSPROXY_* environment variable (for
 containers); a flag beats the environment, which beats the file, which beats the default.
@@ -16,6 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import argcomplete
+from argcomplete.shell_integration import shellcode
+
 from corsproxy.check.command import add_check_command, run_check
 from corsproxy.cli.discovery import find_config, not_found_message
 from corsproxy.config.checker import default_rule, origin_problem, upstream_problem
@@ -27,6 +31,8 @@ from corsproxy.log_writer import install as install_log
 from corsproxy.patterns.origins import LOCAL_DEV_ORIGINS
 from corsproxy.version import __version__
 
+# Shells whose completion argcomplete writes: commands, options, choices and file names.
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 DEFAULT_GRACE_SECONDS = 10.0
@@ -123,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1")
     _add_log_level(demo)
     add_check_command(commands)
+
+    completion = commands.add_parser(
+        "completion",
+        help='print the shell completion script: eval "$(corsproxy completion bash)" (README)',
+    )
+    completion.add_argument("shell", choices=COMPLETION_SHELLS)
     return parser
 
 
@@ -136,7 +148,14 @@ def _add_log_level(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     environ = os.environ if env is None else env
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # When the shell asks for completions (it sets _ARGCOMPLETE), argcomplete answers from
+    # the parser and exits; otherwise this returns at once.
+    argcomplete.autocomplete(parser)
+    args = parser.parse_args(argv)
+    if args.command == "completion":
+        print(shellcode(["corsproxy"], shell=args.shell), end="")
+        return EXIT_OK
     if args.command == "check":
         return run_check(args)
     try:
