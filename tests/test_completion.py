@@ -21,7 +21,7 @@ BIN = Path(sys.executable).parent
     [
         pytest.param(
             "bash",
-            "complete -o bashdefault -o default -o nospace -F _python_argcomplete corsproxy",
+            "complete -o nospace -o default -o bashdefault -F _python_argcomplete corsproxy",
             id="bash",
         ),
         pytest.param("zsh", "#compdef corsproxy", id="zsh"),
