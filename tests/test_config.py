@@ -63,7 +63,7 @@ def test_the_example_config_needs_its_token() -> None:
         load_config(ROOT / "config.example.yaml", {})
     assert caught.value.errors == [
         "routes[0].request_headers.Authorization: environment variable API_TOKEN is not set; "
-        "export it, or write ${API_TOKEN:-default} (line 17)"
+        "export it, or write ${API_TOKEN:-default} (line 18)"
     ]
 
 

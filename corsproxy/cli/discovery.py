@@ -32,7 +32,7 @@ def not_found_message(start: Path, home: Path) -> str:
     searched = folders_searched(start, home)
     shown = ", ".join(str(folder) for folder in searched[:4]) + (", ..." if len(searched) > 4 else "")
     return (
-        f"nothing to proxy: no {' or '.join(NAMES)} in {shown}; give --config FILE, --upstream URL "
-        "or --replay FILE.har, or write a corsproxy.yaml here (config.example.yaml in the README "
-        "shows every key); try `corsproxy demo` for an offline example"
+        f"nothing to proxy: no {' or '.join(NAMES)} in {shown}; run `corsproxy init` to write one "
+        "for this project, or give --config FILE, --upstream URL or --replay FILE.har; try "
+        "`corsproxy demo` for an offline example"
     )

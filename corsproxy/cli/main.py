@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import json
 import os
 import ssl
 import sys
@@ -24,7 +25,15 @@ from corsproxy.check.command import add_check_command, run_check
 from corsproxy.cli.discovery import find_config, not_found_message
 from corsproxy.config.checker import default_rule, origin_problem, upstream_problem
 from corsproxy.config.loader import load_config
-from corsproxy.config.model import REPLAY_MISSES, Config, ConfigError, RecordConfig, ReplayConfig, RouteConfig
+from corsproxy.config.model import (
+    DEFAULT_PORT,
+    REPLAY_MISSES,
+    Config,
+    ConfigError,
+    RecordConfig,
+    ReplayConfig,
+    RouteConfig,
+)
 from corsproxy.har.reader import HarError, read_har
 from corsproxy.har.writer import check_appendable
 from corsproxy.log_writer import install as install_log
@@ -130,6 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_level(demo)
     add_check_command(commands)
 
+    init = commands.add_parser("init", help="write a starter corsproxy.yaml for the project in this folder")
+    init.add_argument(
+        "--upstream", metavar="URL", help="the API to forward to (default: a placeholder to edit)"
+    )
+    init.add_argument("--port", type=int, default=DEFAULT_PORT, help="the proxy's port (default 8080)")
+    init.add_argument("--force", action="store_true", help="replace an existing corsproxy.yaml")
+
+    commands.add_parser(
+        "schema",
+        help="print the config file's JSON Schema (for editors: see the README, Configuration reference)",
+    )
+
     completion = commands.add_parser(
         "completion",
         help='print the shell completion script: eval "$(corsproxy completion bash)" (README)',
@@ -153,6 +174,23 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     # the parser and exits; otherwise this returns at once.
     argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
+    if args.command == "init":
+        from corsproxy.cli.init import InitError, write
+
+        try:
+            written, project, change = write(Path.cwd(), args.upstream, args.force, args.port)
+        except InitError as error:
+            print(f"corsproxy init: {error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(f"wrote {written} for {project.kind}")
+        print(f"in the frontend, call the proxy instead of the API: {change}")
+        print("then run: corsproxy serve")
+        return EXIT_OK
+    if args.command == "schema":
+        from corsproxy.config.schema import shipped
+
+        print(json.dumps(shipped(), indent=2, ensure_ascii=False))
+        return EXIT_OK
     if args.command == "completion":
         print(shellcode(["corsproxy"], shell=args.shell), end="")
         return EXIT_OK
