@@ -4,31 +4,24 @@ Through the real proxy and a real upstream that answers in gzip, br and zstd."""
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import brotli
 import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from corsproxy.config.checker import parse_config
+from tests.codings import ENCODERS, coded_json
 from tests.conftest import ProxyFactory
 from tests.har import schema_errors
-
-try:
-    from compression import zstd  # type: ignore[import-not-found]
-except ImportError:
-    from backports import zstd
 
 LOCAL = "http://localhost:5173"
 TOKEN = "tok-workbench-77"
 DOCUMENT = {"user": {"id": 7, "name": "Ada"}, "token_seen": TOKEN}
-ENCODERS = {"gzip": gzip.compress, "br": brotli.compress, "zstd": zstd.compress}
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
 
 
@@ -42,10 +35,7 @@ def transport() -> str:
 def api_app() -> web.Application:
     async def coded(request: web.Request) -> web.Response:
         coding = request.match_info["coding"]
-        body = ENCODERS[coding](json.dumps(DOCUMENT).encode())
-        return web.Response(
-            body=body, headers={"Content-Encoding": coding, "Content-Type": "application/json"}
-        )
+        return coded_json(coding, json.dumps(DOCUMENT).encode())
 
     async def login(request: web.Request) -> web.Response:
         await request.read()

@@ -51,6 +51,7 @@ def test_the_sdist_and_wheel_carry_the_version_the_license_and_the_inspector(
     names = zipfile.ZipFile(wheel).namelist()
     for name in STATIC:
         assert f"corsproxy/inspector/static/{name}" in names
+    assert "corsproxy/config/schema.json" in names
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
     with tarfile.open(sdist) as archive:
         members = archive.getnames()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import gzip
 import json
 import multiprocessing
 import signal
@@ -17,7 +16,6 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import brotli
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -26,19 +24,14 @@ from yarl import URL
 from corsproxy.config.model import ConfigError
 from corsproxy.har.entries import log_skeleton
 from corsproxy.har.writer import append
+from tests.codings import ENCODERS, coded_json
 from tests.conftest import ProxyFactory, Upstream, config_from_yaml
 from tests.har import load_valid_har, recorded, schema_errors
 from tests.processes import corsproxy, free_port, http, spawn, start_demo_upstream, wait_for_port
 
-try:
-    from compression import zstd  # type: ignore[import-not-found]
-except ImportError:
-    from backports import zstd
-
 LOCAL = "http://localhost:5173"
 DOCUMENT = {"users": [{"id": 1, "name": "Ada"}, {"id": 2, "name": "Grace"}], "note": "é ✓"}
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
-ENCODERS = {"gzip": gzip.compress, "br": brotli.compress, "zstd": zstd.compress}
 
 
 def coded_app() -> web.Application:
@@ -47,10 +40,7 @@ def coded_app() -> web.Application:
 
     async def coded(request: web.Request) -> web.Response:
         coding = request.match_info["coding"]
-        body = ENCODERS[coding](json.dumps(DOCUMENT).encode())
-        return web.Response(
-            body=body, headers={"Content-Encoding": coding, "Content-Type": "application/json"}
-        )
+        return coded_json(coding, json.dumps(DOCUMENT).encode())
 
     async def image(request: web.Request) -> web.Response:
         return web.Response(body=PNG, content_type="image/png")

@@ -172,3 +172,10 @@ def test_the_schema_and_the_loader_agree_on_generated_configs(data: dict[str, An
     if credentials_with_star:
         return
     assert (schema_problems(data) == []) == loader_accepts(data), (data, schema_problems(data))
+
+
+def test_the_browser_tests_config_validates() -> None:
+    from tests.browser.conftest import PROXY_YAML
+
+    text = PROXY_YAML.format(upstream_port=1, closed_port=2, page_port=3, proxy_port=4)
+    assert schema_problems(yaml.safe_load(text)) == []

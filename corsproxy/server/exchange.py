@@ -17,6 +17,7 @@ from typing import Protocol
 from multidict import CIMultiDict
 
 from corsproxy.answers import (
+    Answer,
     decorate,
     failure_answer,
     mock_answer,
@@ -24,6 +25,7 @@ from corsproxy.answers import (
     replay_answer,
     replay_miss_answer,
 )
+from corsproxy.cors.policy import Decision
 from corsproxy.errors import ProxyStopping, UpstreamBrokeOff, UpstreamError
 from corsproxy.exchanges import Captured
 from corsproxy.flow import Forward, Mock, Preflight, Refuse, Replayed, RequestHead
@@ -95,18 +97,10 @@ def answer_refusal(
 def answer_mock(door: Connection, head: RequestHead, keep_alive: bool, started: float, mocked: Mock) -> bool:
     """Write a mock's answer (answers.py); True when the connection must close after it."""
     answer, error = mock_answer(mocked)
-    close = mocked.close or not keep_alive or door.closing
-    door.write(answer_bytes(answer, close))
-    outcome = Outcome(
-        head,
-        FrontAnswer(answer.status, answer.headers, answer.body),
-        started,
-        mocked.decision,
-        error=error,
-        source=mocked.mock.label,
+    decision, close = mocked.decision, mocked.close
+    return answer_standing_in(
+        door, head, keep_alive, started, answer, decision, close, error=error, source=mocked.mock.label
     )
-    door.state.finish(outcome)
-    return close
 
 
 def answer_replayed(
@@ -125,17 +119,30 @@ def answer_replayed(
     else:
         answer = replay_miss_answer(replayed, head.method, head.path, head.query_string)
         error = "no recorded answer (replay.miss: 404)"
-    close = replayed.close or not keep_alive or door.closing
-    door.write(answer_bytes(answer, close))
-    outcome = Outcome(
-        head,
-        FrontAnswer(answer.status, answer.headers, answer.body),
-        started,
-        replayed.decision,
-        error=error,
-        source="replay",
+    decision, close = replayed.decision, replayed.close
+    return answer_standing_in(
+        door, head, keep_alive, started, answer, decision, close, error=error, source="replay"
     )
-    door.state.finish(outcome)
+
+
+def answer_standing_in(
+    door: Connection,
+    head: RequestHead,
+    keep_alive: bool,
+    started: float,
+    answer: Answer,
+    decision: Decision,
+    plan_close: bool,
+    *,
+    error: str | None,
+    source: str,
+) -> bool:
+    """Write an answer that stands in for the upstream's (a mock's, a recorded one) and
+    record it with who gave it; True when the connection must close after it."""
+    close = plan_close or not keep_alive or door.closing
+    door.write(answer_bytes(answer, close))
+    sent = FrontAnswer(answer.status, answer.headers, answer.body)
+    door.state.finish(Outcome(head, sent, started, decision, error=error, source=source))
     return close
 
 

@@ -5,7 +5,6 @@ keyboard navigation, 1280 and 800 px, and no console errors."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import shlex
 import subprocess
@@ -13,7 +12,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import brotli
 import pytest
 from aiohttp import web
 from playwright.sync_api import Page, expect
@@ -22,15 +20,10 @@ from corsproxy import create_app
 from corsproxy.config.checker import parse_config
 from corsproxy.server.runner import ProxyRunner
 from tests.browser.conftest import ARTIFACTS, Served, Stack, Tab
+from tests.codings import ENCODERS, coded_json
 from tests.har import schema_errors
 
-try:
-    from compression import zstd  # type: ignore[import-not-found]
-except ImportError:
-    from backports import zstd
-
 DOCUMENT = {"user": {"id": 7, "name": "Ada Lovelace"}, "roles": ["admin", "author"]}
-ENCODERS = {"gzip": gzip.compress, "br": brotli.compress, "zstd": zstd.compress}
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c63f8cfc0f01f0005000201e1b62e5a0000000049454e44ae426082"
@@ -40,10 +33,7 @@ PNG = bytes.fromhex(
 def coded_api() -> web.Application:
     async def coded(request: web.Request) -> web.Response:
         coding = request.match_info["coding"]
-        body = ENCODERS[coding](json.dumps(DOCUMENT).encode())
-        return web.Response(
-            body=body, headers={"Content-Encoding": coding, "Content-Type": "application/json"}
-        )
+        return coded_json(coding, json.dumps(DOCUMENT).encode())
 
     async def echo(request: web.Request) -> web.Response:
         return web.json_response({"method": request.method, "body": await request.text()})
