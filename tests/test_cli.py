@@ -399,3 +399,25 @@ def test_discovery_looks_no_higher_than_the_repository_root_and_says_where_it_lo
         f"nothing to proxy: no corsproxy.yaml or .corsproxy.yaml in {repository / 'app'}, {repository}; "
         in result.stderr
     )
+
+
+def test_replay_on_the_command_line_goes_on_top_of_the_config_file_found(
+    tmp_path: Path, started: list[subprocess.Popen[str]]
+) -> None:
+    port = free_port()
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "corsproxy.yaml").write_text(
+        f"server: {{port: {port}}}\nmocks:\n  - path: /from-the-file\n    body: mocked\n"
+    )
+    har = tmp_path / "x.har"
+    har.write_text('{"log": {"version": "1.2", "creator": {"name": "t", "version": "1"}, "entries": []}}')
+    process = subprocess.Popen(
+        [sys.executable, "-m", "corsproxy", "serve", "--replay", str(har)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    started.append(process)
+    wait_for_port(port, process)
+    assert http(port, "GET /from-the-file HTTP/1.1\nHost: localhost\nConnection: close\n").endswith("mocked")

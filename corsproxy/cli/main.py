@@ -234,17 +234,16 @@ def resolve_config(
         config = load_config(config_file, env)
     elif upstream:
         config = quick_config(upstream, _quick_origins(args, env), _quick_credentials(args, env))
-    elif args.replay:
-        # A replay alone: offline, no upstream at all.
-        rules = (default_rule(_quick_origins(args, env), _quick_credentials(args, env)),)
-        config = Config(routes=(), rules=rules, source="command line")
-    else:
-        found = find_config(Path.cwd(), Path.home())
-        if found is None:
-            raise UsageError(not_found_message(Path.cwd(), Path.home()))
+    elif (found := find_config(Path.cwd(), Path.home())) is not None:
         print(f"corsproxy: using {found}", file=sys.stderr)
         args.config = str(found)  # watched for changes as a named file is
         config = load_config(found, env)
+    elif args.replay:
+        # A replay alone, and no config file around: offline, no upstream at all.
+        rules = (default_rule(_quick_origins(args, env), _quick_credentials(args, env)),)
+        config = Config(routes=(), rules=rules, source="command line")
+    else:
+        raise UsageError(not_found_message(Path.cwd(), Path.home()))
     return (settings or command_line_settings(args, env))(config)
 
 
