@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from corsproxy.secrets import redact
+
 DEFAULT_CAPACITY = 500
-REDACTED = "***"
 
 
 class Captured:
@@ -156,7 +157,7 @@ class Exchange:
             None
             if self.upstream_request_headers is None
             else {
-                "url": _redact(self.upstream_url or "", self.secrets),
+                "url": redact(self.upstream_url or "", self.secrets),
                 "headers": _redacted(self.upstream_request_headers.items(), self.secrets),
                 # For "copy as cURL": each injected value as a reference to its variable.
                 "url_with_references": _referenced(self.upstream_url or "", self.secret_names),
@@ -169,14 +170,6 @@ class Exchange:
         return data
 
 
-def _redact(text: str, secrets: frozenset[str]) -> str:
-    """``text`` with every injected secret replaced by ***, wherever it appears."""
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
-
-
 def _referenced(text: str, names: tuple[tuple[str, str], ...]) -> str:
     """``text`` with each injected value replaced by ``$VAR``, longest value first."""
     for value, name in sorted(names, key=lambda pair: len(pair[0]), reverse=True):
@@ -186,7 +179,7 @@ def _referenced(text: str, names: tuple[tuple[str, str], ...]) -> str:
 
 
 def _redacted(items: Iterable[tuple[str, str]], secrets: frozenset[str]) -> list[list[str]]:
-    return [[name, _redact(value, secrets)] for name, value in items]
+    return [[name, redact(value, secrets)] for name, value in items]
 
 
 Listener = Callable[[Exchange], None]

@@ -25,6 +25,9 @@ HOP_BY_HOP = frozenset(
 # the client side would otherwise wait for a second 100 that an upstream need not send.
 MET_BY_PROXY = frozenset({"expect"})
 
+# RFC 9110 section 13.1: what a browser sends with a cached copy, to which a 304 answers.
+CACHE_VALIDATORS = ("if-none-match", "if-modified-since")
+
 # RFC 9110 section 5.6.2: a header name is a token.
 TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 

@@ -25,9 +25,9 @@ from corsproxy.config.model import RecordConfig
 from corsproxy.har.decode import stored_body
 from corsproxy.har.entries import entry
 from corsproxy.har.writer import HarWriter, writer_for
+from corsproxy.secrets import redact
 
 log = logging.getLogger("corsproxy")
-REDACTED = "***"
 
 
 class Recorder:
@@ -47,10 +47,7 @@ class Recorder:
         """``value`` with every injected secret inside its strings replaced by ***: strings
         only, so a secret such as "3000" never touches a number or a key of the JSON."""
         if isinstance(value, str):
-            for secret in self.secrets:
-                if secret in value:
-                    value = value.replace(secret, REDACTED)
-            return value
+            return redact(value, self.secrets)
         if isinstance(value, dict):
             return {key: self.redact(item) for key, item in value.items()}
         if isinstance(value, list):

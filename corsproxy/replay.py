@@ -22,6 +22,7 @@ from yarl import URL
 from corsproxy.config.model import ReplayConfig, RouteConfig
 from corsproxy.har.decode import decode
 from corsproxy.har.reader import RecordedExchange
+from corsproxy.headers import CACHE_VALIDATORS
 from corsproxy.upstream.route import Route, match_path
 
 Query = tuple[tuple[str, str], ...]
@@ -33,7 +34,7 @@ MAX_COMPARED_BODY = 64 * 1024 * 1024
 
 def is_conditional(headers: Mapping[str, str]) -> bool:
     """A request a browser makes with a cached copy (RFC 9110 section 13.1)."""
-    return any(name in headers for name in ("If-None-Match", "If-Modified-Since"))
+    return any(name in headers for name in CACHE_VALIDATORS)
 
 
 def query_key(query_string: str) -> Query:

@@ -193,8 +193,10 @@ class ProxyState:
     def _made_body(self, response: ResponseSeen) -> Captured | None:
         """The body of an answer the proxy made itself (a refusal, a mock, a replay)."""
         body = getattr(response, "body", None)
+        if not body or not isinstance(body, bytes):
+            return None  # a preflight, most often: nothing to keep
         limit = self.runtime.config.inspector.max_body
-        if not body or not limit or not isinstance(body, bytes):
+        if not limit:
             return None
         # Made by the proxy: never encoded, whatever the headers say.
         captured = Captured(limit, {"Content-Type": response.headers.get("Content-Type", "")})

@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
         "corsproxy.tls",
         "corsproxy.log_writer",
         "corsproxy.har",
+        "corsproxy.secrets",
     ),
     # the configuration, checked with the patterns
     ("corsproxy.config",),

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from corsproxy.har.decode import body_bytes
-
-CONDITIONAL_HEADERS = frozenset({"if-none-match", "if-modified-since", "if-match", "if-unmodified-since"})
+from corsproxy.headers import CACHE_VALIDATORS
 
 
 class HarError(Exception):
@@ -93,7 +92,7 @@ def _exchange(index: int, entry: Any) -> RecordedExchange | None:
     post = request.get("postData")
     request_body = None
     conditional = any(
-        str(header.get("name", "")).lower() in CONDITIONAL_HEADERS
+        str(header.get("name", "")).lower() in CACHE_VALIDATORS
         for header in request.get("headers", [])
         if isinstance(header, dict)
     )

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from corsproxy.exchanges import REDACTED, Captured
+from corsproxy.exchanges import Captured
 from corsproxy.har.decode import StoredBody, decode, is_text_type, stored
+from corsproxy.secrets import redact_bytes
 
 # Decoded for display up to this much: a small compressed body can expand to gigabytes.
 DISPLAY_LIMIT = 8 * 1024 * 1024
@@ -27,17 +28,10 @@ def kind_of(content_type: str | None) -> str:
     return "binary"
 
 
-def redacted(data: bytes, secrets: frozenset[str]) -> bytes:
-    for secret in secrets:
-        if secret and secret.encode() in data:
-            data = data.replace(secret.encode(), REDACTED.encode())
-    return data
-
-
 def shown_bytes(captured: Captured, secrets: frozenset[str]) -> tuple[bytes, str | None]:
     """The decoded body (as received when it cannot be decoded, with the reason)."""
     data, _, problem = decode(bytes(captured.data), captured.content_encoding, DISPLAY_LIMIT)
-    return redacted(data, secrets), problem
+    return redact_bytes(data, secrets), problem
 
 
 def describe(captured: Captured | None, secrets: frozenset[str]) -> dict[str, Any] | None:

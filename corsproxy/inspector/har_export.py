@@ -7,22 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from corsproxy.exchanges import REDACTED, Exchange
+from corsproxy.exchanges import Exchange
 from corsproxy.har.decode import StoredBody
 from corsproxy.har.entries import entry, log_skeleton
 from corsproxy.inspector.bodies import har_body
+from corsproxy.secrets import redact
 
 NO_BODY = StoredBody("", False, 0, False, "no body kept (inspector.max_body, max_total)")
 
 
 def _redacted(items: list[tuple[str, str]], secrets: frozenset[str]) -> list[tuple[str, str]]:
-    shown = []
-    for name, value in items:
-        for secret in secrets:
-            if secret and secret in value:
-                value = value.replace(secret, REDACTED)
-        shown.append((name, value))
-    return shown
+    return [(name, redact(value, secrets)) for name, value in items]
 
 
 def har_entry(exchange: Exchange, scheme: str) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from aiohttp import web
 
 from corsproxy.config.checker import parse_mock_entry, parse_simulate_entry
 from corsproxy.config.model import Config, ConfigError
-from corsproxy.exchanges import REDACTED, Exchange
+from corsproxy.exchanges import Exchange
 from corsproxy.inspector.bodies import describe as describe_body
 from corsproxy.inspector.bodies import kind_of, media_type, shown_bytes
 from corsproxy.inspector.har_export import ring_as_har
@@ -40,6 +40,7 @@ from corsproxy.inspector.mock_this import describe as describe_mock
 from corsproxy.inspector.mock_this import entry_from as mock_entry_from
 from corsproxy.message.host import host_refusal
 from corsproxy.patterns.origins import same_origin
+from corsproxy.secrets import REDACTED, redact
 from corsproxy.state import STATE
 from corsproxy.version import __version__
 
@@ -198,7 +199,7 @@ async def exchange_detail(request: web.Request) -> web.Response:
     upstream = detail["upstream_request"]
     if upstream is not None and upstream["url"] is not None:
         # An upstream base URL can carry ${VAR} values too; detail() redacts only headers.
-        upstream["url"] = _redact(upstream["url"], exchange.secrets)
+        upstream["url"] = redact(upstream["url"], exchange.secrets)
     return web.json_response(detail)
 
 
@@ -387,7 +388,7 @@ def describe_config(config: Config) -> dict[str, Any]:
         "routes": [
             {
                 "path": route.path,
-                "upstream": _redact(route.upstream, config.secrets),
+                "upstream": redact(route.upstream, config.secrets),
                 "strip_prefix": route.strip_prefix,
                 "request_headers": [[name, REDACTED] for name, _ in route.request_headers],
                 "connect_timeout": route.connect_timeout,
@@ -411,10 +412,3 @@ def describe_config(config: Config) -> dict[str, Any]:
             for index, rule in enumerate(config.rules)
         ],
     }
-
-
-def _redact(text: str, secrets: frozenset[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return text
